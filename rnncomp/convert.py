@@ -1,0 +1,619 @@
+"""Convert recurrent-layer weights between PyTorch and rnncomp (TF1) layouts.
+
+rnncomp parameters are a flat ``dict[str, np.ndarray]`` laid out like TensorFlow 1
+``BasicRNNCell`` / ``BasicLSTMCell`` / ``LSTMCell`` / ``GRUCell`` / ``MultiRNNCell``
+variables (see ``docs/parameters.md``).  PyTorch ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU``
+state dicts use ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
+``bias_hh_l{k}``.
+
+Everything here is plain NumPy; nothing imports torch.  State-dict values may be
+anything :func:`numpy.asarray` accepts.  For torch tensors the usual idiom is::
+
+    sd = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+
+(as a convenience, objects that have ``detach``/``cpu``/``numpy`` methods -- i.e.
+torch tensors, even ones that require grad or live on a GPU -- are converted that
+way automatically).  Going back::
+
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch_lstm(p).items()})
+
+Conventions
+-----------
+* dtype is preserved: float32 in -> float32 out, float64 in -> float64 out.  If the
+  arrays of one call have different floating dtypes they are promoted with
+  :func:`numpy.result_type`.  Non-floating arrays are rejected.
+* Outputs are always fresh C-contiguous arrays (never views of the inputs), so
+  ``torch.from_numpy`` accepts them.
+* A single layer maps to ``"{scope}/{cell}/..."``; several layers map to
+  ``"{scope}/multi_rnn_cell/cell_{k}/{cell}/..."``.  Pass ``multi=True`` to get the
+  MultiRNNCell layout for a single layer too.
+* PyTorch modules built with ``bias=False`` have no bias keys; if *no* bias key is
+  present at all the biases are taken as zeros.  If some are present and others
+  missing, that is an error.
+* Bidirectional (``*_reverse``) and LSTM projection (``weight_hr_l*``, ``proj_size``)
+  state dicts have no TF1-cell equivalent and raise :class:`ValueError`.  So do TF
+  parameters that PyTorch cannot express (peepholes, reset-before GRU candidate,
+  layers of different widths).
+
+Bias caveats
+------------
+* PyTorch has two bias vectors that are simply added, TF1 has one.  ``from_torch_*``
+  sums them.  ``to_torch_*`` puts the whole TF bias in ``bias_ih`` and zeros in
+  ``bias_hh``.  The forward function is identical, and the gradients with respect to
+  ``bias_ih`` and ``bias_hh`` are identical anyway (they enter only through their
+  sum); only the split of the value, which is not identifiable, is lost.  The GRU
+  candidate biases are not summed: ``b_in`` is ``candidate/bias`` and ``b_hn``
+  (inside ``r * (...)``) is ``candidate/recurrent_bias``.
+* TF1 LSTM cells add ``forget_bias`` (default 1.0) to the forget-gate
+  pre-activation at run time, on top of the bias variable.  ``from_torch_lstm``
+  therefore stores ``b_ih_f + b_hh_f - forget_bias`` in the f block, and
+  ``to_torch_lstm`` adds it back.  The constant ``forget_bias`` is placed in the f
+  block of ``bias_hh`` (everything else of ``bias_hh`` is zero), so that the trainable
+  TF bias is copied bit-for-bit into ``bias_ih`` and ``from_torch(to_torch(p))``
+  reproduces ``p`` exactly.  Use the same ``forget_bias`` in both directions and in
+  the cell definition.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = [
+    "from_torch_lstm",
+    "to_torch_lstm",
+    "from_torch_gru",
+    "to_torch_gru",
+    "from_torch_rnn",
+    "to_torch_rnn",
+]
+
+# Gate row blocks in PyTorch order and their column position in the TF1 layout.
+# LSTM: torch i, f, g, o  ->  TF i, j(=g), f, o.
+_LSTM_TORCH_TO_TF = (0, 2, 1, 3)  # TF block b takes torch block _LSTM_TORCH_TO_TF[b]
+_LSTM_TF_F = 2  # index of the forget gate block in TF order
+_LSTM_TORCH_F = 1  # index of the forget gate block in torch order
+
+_TORCH_KEY_RE = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _to_numpy(value: Any, name: str) -> np.ndarray:
+    """np.asarray with duck-typed support for torch tensors; floating dtypes only."""
+    if all(hasattr(value, attr) for attr in ("detach", "cpu", "numpy")):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"{name!r} has dtype {arr.dtype}; expected a floating-point array")
+    return arr
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def _layer_scope(scope: str, cell: str, k: int, multi: bool) -> str:
+    if multi:
+        return _join(scope, "multi_rnn_cell", f"cell_{k}", cell)
+    return _join(scope, cell)
+
+
+def _check_shape(arr: np.ndarray, key: str, expected: tuple[int, ...], what: str, fn: str):
+    if tuple(arr.shape) != tuple(expected):
+        raise ValueError(
+            f"{fn}: {key!r} has shape {tuple(arr.shape)}, expected {tuple(expected)} ({what})"
+        )
+
+
+def _common_dtype(arrays: list[np.ndarray]) -> np.dtype:
+    return np.result_type(*[a.dtype for a in arrays])
+
+
+def _out(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.ascontiguousarray(np.array(arr, dtype=dtype, copy=True))
+
+
+def _reject_unsupported_torch_keys(keys, fn: str) -> None:
+    for key in keys:
+        if key.endswith("_reverse"):
+            raise ValueError(
+                f"{fn}: key {key!r} belongs to a bidirectional module; bidirectional "
+                f"RNNs are not supported (convert each direction separately)"
+            )
+        if key.startswith("weight_hr"):
+            raise ValueError(
+                f"{fn}: key {key!r} belongs to an LSTM with proj_size > 0; LSTM "
+                f"projections are not supported"
+            )
+
+
+def _read_torch_sd(
+    sd: Mapping[str, Any], gates: int, num_layers: int | None, prefix: str, fn: str
+) -> tuple[list[dict[str, np.ndarray]], np.dtype]:
+    """Validate a torch state dict and return per-layer arrays (with zero biases filled in).
+
+    Returns ``(layers, dtype)``; each layer dict has keys ``w_ih`` [G*H, I_k],
+    ``w_hh`` [G*H, H], ``b_ih`` [G*H], ``b_hh`` [G*H].
+    """
+    if not isinstance(sd, Mapping):
+        raise ValueError(f"{fn}: expected a mapping of parameter name -> array, got {type(sd)}")
+    local = {}
+    for key, value in sd.items():
+        if not isinstance(key, str) or not key.startswith(prefix):
+            continue
+        local[key[len(prefix):]] = (key, value)
+    _reject_unsupported_torch_keys(local, fn)
+
+    layer_ids = set()
+    has_bias = False
+    for name, (full, _) in local.items():
+        m = _TORCH_KEY_RE.match(name)
+        if m is None:
+            raise ValueError(
+                f"{fn}: unexpected key {full!r}; expected only weight_ih_l<k>, weight_hh_l<k>, "
+                f"bias_ih_l<k>, bias_hh_l<k>"
+                + (f" after the prefix {prefix!r}" if prefix else "")
+            )
+        layer_ids.add(int(m.group(2)))
+        has_bias = has_bias or m.group(1).startswith("bias")
+
+    if num_layers is None:
+        if not layer_ids:
+            raise ValueError(
+                f"{fn}: missing key {prefix + 'weight_ih_l0'!r} (no recurrent-layer "
+                f"parameters found; expected weight_ih_l0 of shape [{gates}*H, I])"
+            )
+        num_layers = max(layer_ids) + 1
+    else:
+        num_layers = int(num_layers)
+        if num_layers < 1:
+            raise ValueError(f"{fn}: num_layers must be >= 1, got {num_layers}")
+        extra = sorted(k for k in layer_ids if k >= num_layers)
+        if extra:
+            raise ValueError(
+                f"{fn}: state dict has parameters for layer {extra[0]} but num_layers="
+                f"{num_layers}"
+            )
+
+    def get(name: str, expected_desc: str):
+        if name not in local:
+            raise ValueError(
+                f"{fn}: missing key {prefix + name!r} (expected {expected_desc})"
+            )
+        full, value = local[name]
+        return full, _to_numpy(value, full)
+
+    g = gates
+    layers = []
+    hidden = None
+    for k in range(num_layers):
+        where = f"layer {k} of {num_layers}"
+        # weight_hh determines H.
+        exp_hh = f" = {[g * hidden, hidden]}" if hidden is not None else ""
+        k_hh, w_hh = get(f"weight_hh_l{k}", f"an array of shape [{g}*H, H]{exp_hh} for {where}")
+        if w_hh.ndim != 2 or w_hh.shape[0] != g * w_hh.shape[1] or w_hh.shape[1] == 0:
+            exp = f"{(g * w_hh.shape[1], w_hh.shape[1])} " if w_hh.ndim == 2 else ""
+            raise ValueError(
+                f"{fn}: {k_hh!r} has shape {tuple(w_hh.shape)}, expected {exp}"
+                f"([{g}*hidden_size, hidden_size])"
+            )
+        h = w_hh.shape[1]
+        if hidden is None:
+            hidden = h
+        elif h != hidden:
+            raise ValueError(
+                f"{fn}: inconsistent layer sizes: {k_hh!r} has shape {tuple(w_hh.shape)} "
+                f"(hidden_size {h}), but layer 0 has hidden_size {hidden}; expected "
+                f"{(g * hidden, hidden)}"
+            )
+        k_ih, w_ih = get(f"weight_ih_l{k}", f"an array of shape [{g}*H, I] = [{g * h}, I] "
+                         f"for {where}")
+        if w_ih.ndim != 2 or w_ih.shape[0] != g * h or w_ih.shape[1] == 0:
+            exp_i = w_ih.shape[1] if w_ih.ndim == 2 and w_ih.shape[1] else "input_size"
+            raise ValueError(
+                f"{fn}: {k_ih!r} has shape {tuple(w_ih.shape)}, expected "
+                f"({g * h}, {exp_i}) ([{g}*hidden_size, input_size], hidden_size {h} "
+                f"from {k_hh!r})"
+            )
+        if k > 0 and w_ih.shape[1] != hidden:
+            raise ValueError(
+                f"{fn}: inconsistent layer sizes: {k_ih!r} has shape {tuple(w_ih.shape)}, "
+                f"expected {(g * h, hidden)} (layer {k} input size must equal the "
+                f"hidden_size {hidden} of layer {k - 1})"
+            )
+        biases = {}
+        for bname in ("bias_ih", "bias_hh"):
+            key = f"{bname}_l{k}"
+            if has_bias:
+                full_b, b = get(key, f"an array of shape [{g}*H] = [{g * h}] for {where}")
+                _check_shape(b, full_b, (g * h,), f"[{g}*hidden_size]", fn)
+            else:
+                b = None
+            biases[bname] = b
+        layers.append({"w_ih": w_ih, "w_hh": w_hh, **biases})
+
+    arrays = [a for layer in layers for a in layer.values() if a is not None]
+    dtype = _common_dtype(arrays)
+    for layer in layers:
+        for bname in ("bias_ih", "bias_hh"):
+            if layer[bname] is None:
+                layer[bname] = np.zeros(layer["w_hh"].shape[0], dtype=dtype)
+        layer["b_ih"] = layer.pop("bias_ih")
+        layer["b_hh"] = layer.pop("bias_hh")
+    return layers, dtype
+
+
+def _find_tf_layers(
+    params: Mapping[str, Any], scope: str, cell: str, fn: str
+) -> tuple[list[str], bool]:
+    """Return the list of per-layer cell scopes present in ``params`` and whether multi."""
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{fn}: expected a mapping of parameter name -> array, got {type(params)}")
+    probe = "gates/kernel" if "gru" in cell else "kernel"  # only for error messages
+    single = _layer_scope(scope, cell, 0, multi=False)
+    multi0 = _layer_scope(scope, cell, 0, multi=True)
+    has_single = any(k.startswith(single + "/") for k in params)
+    has_multi = any(k.startswith(multi0 + "/") for k in params)
+    if has_single and has_multi:
+        raise ValueError(
+            f"{fn}: both {single + '/...'!r} and {multi0 + '/...'!r} are present; "
+            f"cannot tell whether scope {scope!r} is a single cell or a MultiRNNCell"
+        )
+    if has_single:
+        return [single], False
+    if has_multi:
+        scopes = []
+        k = 0
+        while any(key.startswith(_layer_scope(scope, cell, k, True) + "/") for key in params):
+            scopes.append(_layer_scope(scope, cell, k, True))
+            k += 1
+        # A gap (cell_0, cell_2) means a missing layer.
+        mprefix = _join(scope, "multi_rnn_cell") + "/cell_"
+        for key in params:
+            if key.startswith(mprefix):
+                m = re.match(r"(\d+)/", key[len(mprefix):])
+                if m and int(m.group(1)) >= k:
+                    missing = _layer_scope(scope, cell, k, True) + "/" + probe
+                    raise ValueError(
+                        f"{fn}: missing key {missing!r} (found {key!r} for a later layer; "
+                        f"MultiRNNCell layers must be numbered cell_0, cell_1, ... without gaps)"
+                    )
+        return scopes, True
+    nearby = sorted(k for k in params if k.startswith(_join(scope) + "/") or not scope)[:10]
+    raise ValueError(
+        f"{fn}: missing key {single + '/' + probe!r} (single cell) or "
+        f"{multi0 + '/' + probe!r} (MultiRNNCell layer 0); keys under scope {scope!r}: "
+        f"{nearby}"
+    )
+
+
+def _get_tf(params: Mapping[str, Any], key: str, expected: str, fn: str) -> np.ndarray:
+    if key not in params:
+        raise ValueError(f"{fn}: missing key {key!r} (expected {expected})")
+    return _to_numpy(params[key], key)
+
+
+def _check_no_extra(params: Mapping[str, Any], lscope: str, allowed: set[str], fn: str,
+                    hints: Mapping[str, str] | None = None) -> None:
+    for key in params:
+        if key.startswith(lscope + "/"):
+            rest = key[len(lscope) + 1:]
+            if rest not in allowed:
+                hint = (hints or {}).get(rest)
+                raise ValueError(
+                    f"{fn}: unexpected key {key!r}"
+                    + (f": {hint}" if hint else f"; expected only {sorted(allowed)}")
+                )
+
+
+def _tf_layer_sizes(kernel: np.ndarray, key: str, gates: int, fn: str) -> tuple[int, int]:
+    if kernel.ndim != 2 or kernel.shape[1] % gates != 0 or kernel.shape[1] == 0:
+        raise ValueError(
+            f"{fn}: {key!r} has shape {tuple(kernel.shape)}, expected (I+H, {gates}*H) "
+            f"with H >= 1"
+        )
+    h = kernel.shape[1] // gates
+    i = kernel.shape[0] - h
+    if i < 1:
+        raise ValueError(
+            f"{fn}: {key!r} has shape {tuple(kernel.shape)}, expected (I+H, {gates}*H) = "
+            f"(I+{h}, {gates * h}) with I >= 1 (input size)"
+        )
+    return i, h
+
+
+def _check_torch_stack(sizes: list[tuple[int, int]], keys: list[str], gates: int, fn: str):
+    """PyTorch stacks need one hidden size and layer k>0 input size == hidden size."""
+    _, h0 = sizes[0]
+    for k, (i, h) in enumerate(sizes):
+        if h != h0:
+            raise ValueError(
+                f"{fn}: inconsistent layer sizes: {keys[k]!r} implies hidden size {h} but "
+                f"layer 0 has hidden size {h0}; PyTorch needs the same hidden size in every "
+                f"layer (expected shape {(i + h0, gates * h0)})"
+            )
+        if k > 0 and i != h0:
+            raise ValueError(
+                f"{fn}: inconsistent layer sizes: {keys[k]!r} has shape "
+                f"{(i + h, gates * h)}, expected {(h0 + h0, gates * h0)} (layer {k} input "
+                f"size must equal hidden size {h0})"
+            )
+
+
+def _use_multi(multi: bool | None, num_layers: int) -> bool:
+    return num_layers > 1 if multi is None else bool(multi)
+
+
+# --------------------------------------------------------------------------- LSTM
+
+
+def from_torch_lstm(
+    sd: Mapping[str, Any],
+    scope: str = "rnn",
+    num_layers: int | None = None,
+    forget_bias: float = 1.0,
+    cell: str = "basic_lstm_cell",
+    *,
+    prefix: str = "",
+    multi: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Convert an ``nn.LSTM`` state dict to TF1 ``BasicLSTMCell`` / ``LSTMCell`` params.
+
+    ``kernel = [weight_ih.T; weight_hh.T]`` with columns reordered from torch
+    ``i, f, g, o`` to TF ``i, j, f, o``; ``bias = b_ih + b_hh`` reordered, with
+    ``forget_bias`` subtracted from the f block (TF adds it back at run time).
+
+    Args:
+        sd: ``{"weight_ih_l0": [4H, I], "weight_hh_l0": [4H, H], "bias_ih_l0": [4H],
+            "bias_hh_l0": [4H], ...}`` (values: anything ``np.asarray`` accepts).
+        scope: variable scope of the RNN (``"rnn"`` for ``tf.nn.dynamic_rnn``).
+        num_layers: number of layers; inferred from the keys when None.
+        forget_bias: the ``forget_bias`` of the TF cell that will use the params.
+        cell: cell scope name, ``"basic_lstm_cell"`` or ``"lstm_cell"``.
+        prefix: only keys starting with this are read (e.g. ``"encoder.lstm."``).
+        multi: force (True) or forbid (False) the MultiRNNCell layout; default:
+            MultiRNNCell iff more than one layer.
+    """
+    fn = "from_torch_lstm"
+    layers, dtype = _read_torch_sd(sd, 4, num_layers, prefix, fn)
+    use_multi = _use_multi(multi, len(layers))
+    if len(layers) > 1 and not use_multi:
+        raise ValueError(f"{fn}: multi=False but the state dict has {len(layers)} layers")
+    out: dict[str, np.ndarray] = {}
+    for k, layer in enumerate(layers):
+        h = layer["w_hh"].shape[1]
+        w = np.concatenate([layer["w_ih"].T, layer["w_hh"].T], axis=0).astype(dtype)
+        blocks = [w[:, b * h:(b + 1) * h] for b in range(4)]
+        kernel = np.concatenate([blocks[t] for t in _LSTM_TORCH_TO_TF], axis=1)
+        b_ih = layer["b_ih"].astype(dtype)
+        b_hh = layer["b_hh"].astype(dtype).copy()
+        b_hh[_LSTM_TORCH_F * h:(_LSTM_TORCH_F + 1) * h] -= dtype.type(forget_bias)
+        bsum = b_ih + b_hh
+        bias = np.concatenate([bsum[t * h:(t + 1) * h] for t in _LSTM_TORCH_TO_TF])
+        ls = _layer_scope(scope, cell, k, use_multi)
+        out[f"{ls}/kernel"] = _out(kernel, dtype)
+        out[f"{ls}/bias"] = _out(bias, dtype)
+    return out
+
+
+def to_torch_lstm(
+    params: Mapping[str, Any],
+    scope: str = "rnn",
+    forget_bias: float = 1.0,
+    cell: str = "basic_lstm_cell",
+    *,
+    prefix: str = "",
+) -> dict[str, np.ndarray]:
+    """Inverse of :func:`from_torch_lstm`: TF1 LSTM params -> ``nn.LSTM`` state dict.
+
+    ``bias_ih`` receives the whole TF bias (reordered to i, f, g, o); ``bias_hh`` is
+    zero except for ``forget_bias`` in its f block.  The forward function is
+    identical to the TF cell; gradients w.r.t. the two torch biases are identical
+    anyway.  Peephole LSTMs (``w_*_diag``) and projections have no ``nn.LSTM``
+    equivalent and raise ValueError.  Returned keys are ``prefix + "weight_ih_l0"`` etc.
+    """
+    fn = "to_torch_lstm"
+    scopes, _ = _find_tf_layers(params, scope, cell, fn)
+    hints = {
+        "w_i_diag": "peephole weights have no nn.LSTM equivalent (use_peepholes=True cannot "
+                    "be converted to PyTorch)",
+        "w_f_diag": "peephole weights have no nn.LSTM equivalent (use_peepholes=True cannot "
+                    "be converted to PyTorch)",
+        "w_o_diag": "peephole weights have no nn.LSTM equivalent (use_peepholes=True cannot "
+                    "be converted to PyTorch)",
+        "projection/kernel": "LSTMCell num_proj projections are not supported",
+    }
+    raw = []
+    sizes = []
+    for ls in scopes:
+        _check_no_extra(params, ls, {"kernel", "bias"}, fn, hints)
+        kkey, bkey = f"{ls}/kernel", f"{ls}/bias"
+        kernel = _get_tf(params, kkey, "an array of shape [I+H, 4*H]", fn)
+        i, h = _tf_layer_sizes(kernel, kkey, 4, fn)
+        bias = _get_tf(params, bkey, f"an array of shape [4*H] = [{4 * h}]", fn)
+        _check_shape(bias, bkey, (4 * h,), "[4*H], H = kernel.shape[1] // 4", fn)
+        raw.append((kernel, bias, i, h))
+        sizes.append((i, h))
+    _check_torch_stack(sizes, [f"{ls}/kernel" for ls in scopes], 4, fn)
+    dtype = _common_dtype([a for r in raw for a in r[:2]])
+    out: dict[str, np.ndarray] = {}
+    for k, (kernel, bias, i, h) in enumerate(raw):
+        kernel = kernel.astype(dtype, copy=False)
+        bias = bias.astype(dtype, copy=False)
+        # TF block b holds torch block _LSTM_TORCH_TO_TF[b]; invert.
+        tf_of_torch = [_LSTM_TORCH_TO_TF.index(t) for t in range(4)]
+        kcols = np.concatenate([kernel[:, b * h:(b + 1) * h] for b in tf_of_torch], axis=1)
+        b_ih = np.concatenate([bias[b * h:(b + 1) * h] for b in tf_of_torch])
+        b_hh = np.zeros(4 * h, dtype=dtype)
+        b_hh[_LSTM_TORCH_F * h:(_LSTM_TORCH_F + 1) * h] = dtype.type(forget_bias)
+        out[f"{prefix}weight_ih_l{k}"] = _out(kcols[:i].T, dtype)
+        out[f"{prefix}weight_hh_l{k}"] = _out(kcols[i:].T, dtype)
+        out[f"{prefix}bias_ih_l{k}"] = _out(b_ih, dtype)
+        out[f"{prefix}bias_hh_l{k}"] = _out(b_hh, dtype)
+    return out
+
+
+# --------------------------------------------------------------------------- GRU
+
+
+def from_torch_gru(
+    sd: Mapping[str, Any],
+    scope: str = "rnn",
+    num_layers: int | None = None,
+    cell: str = "gru_cell",
+    *,
+    prefix: str = "",
+    multi: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Convert an ``nn.GRU`` state dict to rnncomp ``GRUCell(reset_after=True)`` params.
+
+    torch row blocks are r, z, n.  ``gates/kernel`` [I+H, 2H] has column blocks r, u
+    (u = z): ``[W_ir.T W_iz.T; W_hr.T W_hz.T]``; ``gates/bias`` = ``[b_ir+b_hr,
+    b_iz+b_hz]``; ``candidate/kernel`` = ``[W_in.T; W_hn.T]``; ``candidate/bias`` =
+    ``b_in``; ``candidate/recurrent_bias`` = ``b_hn``.  Other arguments as in
+    :func:`from_torch_lstm`.
+    """
+    fn = "from_torch_gru"
+    layers, dtype = _read_torch_sd(sd, 3, num_layers, prefix, fn)
+    use_multi = _use_multi(multi, len(layers))
+    if len(layers) > 1 and not use_multi:
+        raise ValueError(f"{fn}: multi=False but the state dict has {len(layers)} layers")
+    out: dict[str, np.ndarray] = {}
+    for k, layer in enumerate(layers):
+        h = layer["w_hh"].shape[1]
+        w = np.concatenate([layer["w_ih"].T, layer["w_hh"].T], axis=0).astype(dtype)
+        b_ih = layer["b_ih"].astype(dtype)
+        b_hh = layer["b_hh"].astype(dtype)
+        ls = _layer_scope(scope, cell, k, use_multi)
+        out[f"{ls}/gates/kernel"] = _out(w[:, :2 * h], dtype)
+        out[f"{ls}/gates/bias"] = _out(b_ih[:2 * h] + b_hh[:2 * h], dtype)
+        out[f"{ls}/candidate/kernel"] = _out(w[:, 2 * h:], dtype)
+        out[f"{ls}/candidate/bias"] = _out(b_ih[2 * h:], dtype)
+        out[f"{ls}/candidate/recurrent_bias"] = _out(b_hh[2 * h:], dtype)
+    return out
+
+
+def to_torch_gru(
+    params: Mapping[str, Any],
+    scope: str = "rnn",
+    cell: str = "gru_cell",
+    *,
+    prefix: str = "",
+) -> dict[str, np.ndarray]:
+    """Inverse of :func:`from_torch_gru`: ``GRUCell(reset_after=True)`` params -> ``nn.GRU``.
+
+    The r and z blocks of ``bias_ih`` receive ``gates/bias`` and those of ``bias_hh``
+    are zero; the n blocks are ``candidate/bias`` (``b_in``) and
+    ``candidate/recurrent_bias`` (``b_hn``).  A reset-before GRU (no
+    ``candidate/recurrent_bias``) has no exact ``nn.GRU`` equivalent: ValueError.
+    """
+    fn = "to_torch_gru"
+    scopes, _ = _find_tf_layers(params, scope, cell, fn)
+    allowed = {"gates/kernel", "gates/bias", "candidate/kernel", "candidate/bias",
+               "candidate/recurrent_bias"}
+    raw = []
+    sizes = []
+    for ls in scopes:
+        _check_no_extra(params, ls, allowed, fn)
+        gk_key = f"{ls}/gates/kernel"
+        gk = _get_tf(params, gk_key, "an array of shape [I+H, 2*H]", fn)
+        i, h = _tf_layer_sizes(gk, gk_key, 2, fn)
+        gb = _get_tf(params, f"{ls}/gates/bias", f"an array of shape [2*H] = [{2 * h}]", fn)
+        _check_shape(gb, f"{ls}/gates/bias", (2 * h,), "[2*H]", fn)
+        ck_key = f"{ls}/candidate/kernel"
+        ck = _get_tf(params, ck_key, f"an array of shape [I+H, H] = [{i + h}, {h}]", fn)
+        _check_shape(ck, ck_key, (i + h, h), "[I+H, H], from gates/kernel", fn)
+        cb = _get_tf(params, f"{ls}/candidate/bias", f"an array of shape [H] = [{h}]", fn)
+        _check_shape(cb, f"{ls}/candidate/bias", (h,), "[H]", fn)
+        rb_key = f"{ls}/candidate/recurrent_bias"
+        if rb_key not in params:
+            raise ValueError(
+                f"{fn}: missing key {rb_key!r} (expected an array of shape [H] = [{h}]); "
+                f"without it the parameters describe a reset-before GRUCell "
+                f"(reset_after=False), which has no exact nn.GRU equivalent"
+            )
+        rb = _to_numpy(params[rb_key], rb_key)
+        _check_shape(rb, rb_key, (h,), "[H]", fn)
+        raw.append((gk, gb, ck, cb, rb, i, h))
+        sizes.append((i, h))
+    _check_torch_stack(sizes, [f"{ls}/gates/kernel" for ls in scopes], 2, fn)
+    dtype = _common_dtype([a for r in raw for a in r[:5]])
+    out: dict[str, np.ndarray] = {}
+    for k, (gk, gb, ck, cb, rb, i, h) in enumerate(raw):
+        w = np.concatenate([gk, ck], axis=1).astype(dtype, copy=False)  # [I+H, 3H] r, z, n
+        b_ih = np.concatenate([gb, cb]).astype(dtype, copy=False)
+        b_hh = np.concatenate([np.zeros(2 * h, dtype=dtype), rb.astype(dtype, copy=False)])
+        out[f"{prefix}weight_ih_l{k}"] = _out(w[:i].T, dtype)
+        out[f"{prefix}weight_hh_l{k}"] = _out(w[i:].T, dtype)
+        out[f"{prefix}bias_ih_l{k}"] = _out(b_ih, dtype)
+        out[f"{prefix}bias_hh_l{k}"] = _out(b_hh, dtype)
+    return out
+
+
+# --------------------------------------------------------------------------- vanilla RNN
+
+
+def from_torch_rnn(
+    sd: Mapping[str, Any],
+    scope: str = "rnn",
+    num_layers: int | None = None,
+    cell: str = "basic_rnn_cell",
+    *,
+    prefix: str = "",
+    multi: bool | None = None,
+) -> dict[str, np.ndarray]:
+    """Convert an ``nn.RNN`` state dict (tanh or relu) to TF1 ``BasicRNNCell`` params.
+
+    ``kernel = [weight_ih.T; weight_hh.T]`` [I+H, H], ``bias = b_ih + b_hh``.  The
+    nonlinearity is not part of the state dict: build the cell with the same
+    activation.  Other arguments as in :func:`from_torch_lstm`.
+    """
+    fn = "from_torch_rnn"
+    layers, dtype = _read_torch_sd(sd, 1, num_layers, prefix, fn)
+    use_multi = _use_multi(multi, len(layers))
+    if len(layers) > 1 and not use_multi:
+        raise ValueError(f"{fn}: multi=False but the state dict has {len(layers)} layers")
+    out: dict[str, np.ndarray] = {}
+    for k, layer in enumerate(layers):
+        kernel = np.concatenate([layer["w_ih"].T, layer["w_hh"].T], axis=0)
+        bias = layer["b_ih"].astype(dtype) + layer["b_hh"].astype(dtype)
+        ls = _layer_scope(scope, cell, k, use_multi)
+        out[f"{ls}/kernel"] = _out(kernel, dtype)
+        out[f"{ls}/bias"] = _out(bias, dtype)
+    return out
+
+
+def to_torch_rnn(
+    params: Mapping[str, Any],
+    scope: str = "rnn",
+    cell: str = "basic_rnn_cell",
+    *,
+    prefix: str = "",
+) -> dict[str, np.ndarray]:
+    """Inverse of :func:`from_torch_rnn`: ``bias_ih`` = TF bias, ``bias_hh`` = 0."""
+    fn = "to_torch_rnn"
+    scopes, _ = _find_tf_layers(params, scope, cell, fn)
+    raw = []
+    sizes = []
+    for ls in scopes:
+        _check_no_extra(params, ls, {"kernel", "bias"}, fn)
+        kkey, bkey = f"{ls}/kernel", f"{ls}/bias"
+        kernel = _get_tf(params, kkey, "an array of shape [I+H, H]", fn)
+        i, h = _tf_layer_sizes(kernel, kkey, 1, fn)
+        bias = _get_tf(params, bkey, f"an array of shape [H] = [{h}]", fn)
+        _check_shape(bias, bkey, (h,), "[H], H = kernel.shape[1]", fn)
+        raw.append((kernel, bias, i, h))
+        sizes.append((i, h))
+    _check_torch_stack(sizes, [f"{ls}/kernel" for ls in scopes], 1, fn)
+    dtype = _common_dtype([a for r in raw for a in r[:2]])
+    out: dict[str, np.ndarray] = {}
+    for k, (kernel, bias, i, h) in enumerate(raw):
+        out[f"{prefix}weight_ih_l{k}"] = _out(kernel[:i].T, dtype)
+        out[f"{prefix}weight_hh_l{k}"] = _out(kernel[i:].T, dtype)
+        out[f"{prefix}bias_ih_l{k}"] = _out(bias, dtype)
+        out[f"{prefix}bias_hh_l{k}"] = _out(np.zeros(h, dtype=dtype), dtype)
+    return out

@@ -1,0 +1,134 @@
+"""The NumPy reference interpreter: the oracle every pass and backend is tested against.
+
+It evaluates a Graph node by node with each op's registry `impl`, loops scans in Python, and
+binds symbolic dimensions (B, T, ...) from the arrays given for the graph inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .ir import Graph, Node, Op, Shape, shape_str
+from .ops import REGISTRY, scan_info
+
+
+class InputError(ValueError):
+    """An array given to a graph does not match the input it is bound to."""
+
+
+class NonFiniteError(FloatingPointError):
+    """Debug mode found a NaN or Inf; the message names the op and the time step."""
+
+
+class Context:
+    def __init__(self, check_finite: bool = False):
+        self.dims: dict[str, int] = {}
+        self.check_finite = check_finite
+        self.steps: list[int] = []
+        self.names: dict[int, str] | None = None
+
+    def bind(self, node: Node, value: np.ndarray, what: str) -> None:
+        shape = node.shape
+        if value.ndim != len(shape):
+            raise InputError(f"{what}: expected rank {len(shape)} [{shape_str(shape)}], received "
+                             f"shape {tuple(value.shape)}")
+        for k, (d, v) in enumerate(zip(shape, value.shape)):
+            if isinstance(d, str):
+                if d in self.dims and self.dims[d] != v:
+                    raise InputError(
+                        f"{what}: dimension {k} is {d} = {self.dims[d]} elsewhere, received {v} "
+                        f"(shape {tuple(value.shape)})")
+                self.dims[d] = v
+            elif d != v:
+                raise InputError(f"{what}: expected shape [{shape_str(shape)}], received "
+                                 f"{tuple(value.shape)} (dimension {k} should be {d})")
+
+    def resolve(self, shape: Shape) -> tuple[int, ...]:
+        try:
+            return tuple(self.dims[d] if isinstance(d, str) else d for d in shape)
+        except KeyError as e:
+            raise InputError(f"symbolic dimension {e.args[0]!r} is not bound by any input") from e
+
+
+def evaluate(graph: Graph, args: Sequence[Any], ctx: Context | None = None) -> list[np.ndarray]:
+    """Run graph on positional arrays for graph.inputs; returns the list of outputs."""
+    ctx = ctx or Context()
+    if len(args) != len(graph.inputs):
+        raise InputError(f"graph takes {len(graph.inputs)} inputs, received {len(args)}")
+    env: dict[int, Any] = {}
+    for node, a in zip(graph.inputs, args):
+        a = np.asarray(a)
+        if a.dtype != node.dtype.np:
+            a = a.astype(node.dtype.np)
+        env[id(node)] = a
+    for node, a in zip(graph.inputs, args):
+        if node.op is not Op.PLACEHOLDER:
+            ctx.bind(node, env[id(node)], f"input {node.name!r}")
+    for node in graph.nodes:
+        if id(node) in env:
+            continue
+        if node.op in (Op.INPUT, Op.PARAM, Op.PLACEHOLDER):
+            raise InputError(f"graph uses {node!r}, which is not among its inputs")
+        vals = [env[id(i)] for i in node.inputs]
+        if node.op is Op.SCAN:
+            out = run_scan(ctx, node, vals)
+        elif node.op is Op.FUSED:
+            out = evaluate(node.attr("body"), vals, ctx)[0]
+        else:
+            out = REGISTRY[node.op].impl(ctx, dict(node.attrs), *vals)
+            if node.dtype is not None and getattr(out, "dtype", None) != node.dtype.np:
+                out = np.asarray(out).astype(node.dtype.np)
+            if ctx.check_finite and node.dtype is not None and node.dtype.is_float:
+                _check(ctx, node, out)
+        env[id(node)] = out
+    return [env[id(o)] for o in graph.outputs]
+
+
+def _check(ctx: Context, node: Node, out: np.ndarray) -> None:
+    if not np.all(np.isfinite(out)):
+        where = f" at time step {ctx.steps[-1]}" if ctx.steps else ""
+        kind = "NaN" if np.isnan(out).any() else "Inf"
+        raise NonFiniteError(f"{kind} first produced by op {node.op.value} "
+                             f"{node.dtype}[{shape_str(node.shape)}]{where}")
+
+
+def run_scan(ctx: Context, node: Node, vals: list[Any]) -> tuple[np.ndarray, ...]:
+    info = scan_info(node)
+    body: Graph = node.attr("body")
+    carries = list(vals[:info.n_carry])
+    xs = vals[info.n_carry:info.n_carry + info.n_xs]
+    invs = vals[info.n_carry + info.n_xs:info.n_carry + info.n_xs + info.n_inv]
+    T = xs[0].shape[0] if xs else int(node.attr("length"))
+    n = T
+    if info.has_length:
+        n = max(0, min(int(vals[-1]), T))
+    types = node.shape[1]
+    ys = [np.zeros((T,) + ctx.resolve(shape[1:]), dtype.np) for shape, dtype in
+          types[info.n_carry:]]
+    steps = range(n - 1, -1, -1) if info.reverse else range(n)
+    for t in steps:
+        ctx.steps.append(t)
+        try:
+            outs = evaluate(body, [np.int32(t)] + carries + [x[t] for x in xs] + list(invs), ctx)
+        finally:
+            ctx.steps.pop()
+        carries = outs[:info.n_carry]
+        for k, y in enumerate(outs[info.n_carry:]):
+            ys[k][t] = y
+    return tuple(carries) + tuple(ys)
+
+
+def interpret(graph: Graph, inputs: dict[str, Any] | Sequence[Any], *,
+              check_finite: bool = False) -> list[np.ndarray]:
+    """Run a graph on inputs given by name (dict) or by position."""
+    if isinstance(inputs, dict):
+        missing = [n.name for n in graph.inputs if n.name not in inputs]
+        if missing:
+            raise InputError(f"missing inputs: {', '.join(missing)}")
+        args = [inputs[n.name] for n in graph.inputs]
+    else:
+        args = list(inputs)
+    return evaluate(graph, args, Context(check_finite=check_finite))

@@ -1,0 +1,249 @@
+"""Model: a traced function with named inputs and parameters, run by any backend.
+
+    m = rnncomp.Model(fn, inputs={"X": rnncomp.Input((None, 28, 28))})
+    params = m.init(seed=0)
+    out = m(params, X=x)                    # reference interpreter
+    out = m(params, X=x, backend="cpu")     # compiled with Numba
+
+Input conversion policy (documented in docs/dsl.md): float inputs of another float or integer
+dtype are converted to the input's dtype; non-contiguous and Fortran-ordered arrays are copied to
+C order; integer inputs (lengths, labels) must be integers; every value check (shape, dtype,
+ranges) happens before any kernel runs, with an error naming the argument.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import initializers
+from .dtypes import DType, as_dtype
+from .interp import Context, InputError, evaluate
+from .ir import Graph, Node, Op, Shape, shape_str
+from .trace import ParamSpec, TraceContext, TraceError, flatten, tracing, unflatten
+
+
+@dataclass(frozen=True)
+class Input:
+    """Declares a model input: shape entries are ints or symbol names; None means "B" first and
+    "T" second (the usual [batch, time, features] layout)."""
+
+    shape: tuple
+    dtype: Any = None
+
+    def resolved_shape(self) -> Shape:
+        out = []
+        for k, d in enumerate(self.shape):
+            if d is None:
+                out.append({0: "B", 1: "T"}.get(k, f"D{k}"))
+            elif isinstance(d, str):
+                out.append(d)
+            elif isinstance(d, (int, np.integer)) and d > 0:
+                out.append(int(d))
+            else:
+                raise ValueError(f"Input: dimension {k} must be a positive int, a symbol name or "
+                                 f"None, received {d!r}")
+        return tuple(out)
+
+
+@dataclass
+class Traced:
+    graph: Graph
+    params: dict[str, ParamSpec]
+    output_tree: Any
+    checks: list
+    input_names: list[str]
+
+
+def trace(fn: Callable[..., Any], inputs: Mapping[str, Input | tuple], dtype: Any = "f32") -> Traced:
+    """Trace fn(**inputs) into a Graph whose inputs are the named inputs, the implicit
+    "@training"/"@seed" inputs if used, then the parameters in creation order."""
+    dtype = as_dtype(dtype)
+    ctx = TraceContext(dtype)
+    nodes: dict[str, Node] = {}
+    for name, spec in inputs.items():
+        if not isinstance(spec, Input):
+            spec = Input(tuple(spec))
+        if name.startswith("@"):
+            raise ValueError(f"inputs: names starting with '@' are reserved, received {name!r}")
+        nodes[name] = _input_node(name, spec, dtype)
+    with tracing(ctx):
+        out = fn(**nodes)
+    flat, tree = flatten(out)
+    for k, o in enumerate(flat):
+        if not isinstance(o, Node):
+            raise TraceError(f"the model function must return rnncomp arrays (in tuples, lists "
+                             f"or dicts); output leaf {k} is {type(o).__name__}")
+    implicit = [ctx.inputs[k] for k in sorted(ctx.inputs)]
+    params = [node for node, _, _ in ctx.params.values()]
+    graph = Graph(list(nodes.values()) + implicit + params, flat)
+    return Traced(graph, {k: s for k, (_, s, _) in ctx.params.items()}, tree, ctx.checks,
+                  list(nodes))
+
+
+def _input_node(name: str, spec: Input, dtype: DType) -> Node:
+    from . import ops
+
+    dt = as_dtype(spec.dtype) if spec.dtype is not None else dtype
+    return ops.make(Op.INPUT, name=name, shape=spec.resolved_shape(), dtype=dt)
+
+
+class Model:
+    """A traced model: its graph, parameter specs, and runners for every backend."""
+
+    def __init__(self, fn: Callable[..., Any], inputs: Mapping[str, Input | tuple],
+                 dtype: Any = "f32", name: str | None = None):
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "model")
+        self.dtype = as_dtype(dtype)
+        self.input_specs = dict(inputs)
+        t = trace(fn, inputs, self.dtype)
+        self.graph: Graph = t.graph
+        self.param_specs: dict[str, ParamSpec] = t.params
+        self.output_tree = t.output_tree
+        self.checks = t.checks
+        self.input_names = t.input_names
+        self._compiled: dict[Any, Any] = {}
+
+    # -- parameters ---------------------------------------------------------------------------
+    def init(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """Fresh parameters. Each parameter's generator is derived from (seed, its name), so
+        adding a parameter to a model does not change the others."""
+        out = {}
+        for name, spec in self.param_specs.items():
+            rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+            init = initializers.get(spec.init)
+            out[name] = np.ascontiguousarray(init(spec.shape, spec.dtype.np, rng),
+                                             dtype=spec.dtype.np)
+        return out
+
+    def check_params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params: expected a dict of arrays, received {type(params).__name__}")
+        missing = [k for k in self.param_specs if k not in params]
+        if missing:
+            raise InputError(f"params: missing {len(missing)} parameter(s): {', '.join(missing)}")
+        out = {}
+        for name, spec in self.param_specs.items():
+            a = np.asarray(params[name])
+            if tuple(a.shape) != spec.shape:
+                raise InputError(f"params[{name!r}]: expected shape {spec.shape}, received "
+                                 f"{tuple(a.shape)}")
+            if a.dtype != spec.dtype.np:
+                if not np.issubdtype(a.dtype, np.floating):
+                    raise InputError(f"params[{name!r}]: expected {spec.dtype}, received {a.dtype}")
+                a = a.astype(spec.dtype.np)
+            out[name] = np.ascontiguousarray(a)
+        return out
+
+    # -- inputs -------------------------------------------------------------------------------
+    def check_inputs(self, inputs: Mapping[str, Any], training: bool = False,
+                     seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """Validate and convert inputs; returns (arrays by name, bound symbolic dims)."""
+        unknown = [k for k in inputs if k not in self.input_names]
+        if unknown:
+            raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}; this model takes "
+                             f"{', '.join(self.input_names)}")
+        ctx = Context()
+        out: dict[str, np.ndarray] = {}
+        for node in self.graph.inputs:
+            if node.op is not Op.INPUT:
+                continue
+            name = node.name
+            if name == "@training":
+                out[name] = np.asarray(bool(training))
+                continue
+            if name == "@seed":
+                out[name] = np.asarray(int(seed), np.int64)
+                continue
+            if name not in inputs:
+                raise InputError(f"missing input {name!r}: expected {node.dtype}"
+                                 f"[{shape_str(node.shape)}]")
+            out[name] = _convert(name, inputs[name], node)
+            ctx.bind(node, out[name], f"input {name!r}")
+        for sym, v in ctx.dims.items():
+            if v == 0:
+                who = [n.name for n in self.graph.inputs if n.op is Op.INPUT and sym in n.shape]
+                raise InputError(f"input {who[0]!r}: dimension {sym} is 0; rnncomp needs at least "
+                                 f"one {'batch instance' if sym == 'B' else 'element'} ({sym} >= 1)")
+        for chk in self.checks:
+            self._run_check(chk, out, ctx)
+        return out, dict(ctx.dims)
+
+    def _run_check(self, chk, arrays, ctx) -> None:
+        a = arrays.get(chk.input_name)
+        if a is None:
+            return
+        if chk.kind == "range":
+            hi = chk.args["hi"]
+            hi = ctx.dims.get(hi, hi) if isinstance(hi, str) else hi
+            lo = chk.args["lo"]
+            bad = (a < lo) | (a > hi)
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise InputError(f"{chk.input_name!r} ({chk.args['what']}): values must be in "
+                                 f"[{lo}, {hi}], received {a.flat[k]} at index {k}")
+        elif chk.kind == "labels":
+            depth = chk.args["depth"]
+            bad = (a < 0) | (a >= depth)
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise InputError(f"{chk.input_name!r} (labels): values must be in [0, {depth}), "
+                                 f"received {a.flat[k]} at index {k}")
+
+    def arguments(self, params, inputs, training=False, seed=0) -> list[np.ndarray]:
+        """Positional arrays for self.graph.inputs, validated."""
+        arrays, _ = self.check_inputs(inputs, training, seed)
+        p = self.check_params(params)
+        return [arrays[n.name] if n.op is Op.INPUT else p[n.name] for n in self.graph.inputs]
+
+    # -- running ------------------------------------------------------------------------------
+    def __call__(self, params: Mapping[str, Any], *, training: bool = False, seed: int = 0,
+                 backend: str = "interp", check_finite: bool = False, **inputs: Any) -> Any:
+        return self.run(params, inputs, training=training, seed=seed, backend=backend,
+                        check_finite=check_finite)
+
+    def run(self, params, inputs: Mapping[str, Any], *, training: bool = False, seed: int = 0,
+            backend: str = "interp", check_finite: bool = False) -> Any:
+        args = self.arguments(params, inputs, training, seed)
+        if backend == "interp":
+            outs = evaluate(self.graph, args, Context(check_finite=check_finite))
+        else:
+            outs = self.compile(backend)(*args)
+        return unflatten(self.output_tree, outs)
+
+    def compile(self, backend: str = "cpu", **options: Any):
+        """The graph compiled for a backend ("cpu" or "cuda"); cached per options."""
+        from .compiler import compile_graph
+
+        key = (backend, tuple(sorted(options.items())))
+        if key not in self._compiled:
+            self._compiled[key] = compile_graph(self.graph, backend=backend, **options)
+        return self._compiled[key]
+
+    def __repr__(self) -> str:
+        return (f"<Model {self.name}: inputs {self.input_names}, {len(self.param_specs)} params, "
+                f"{len(self.graph.nodes)} nodes>")
+
+
+def _convert(name: str, value: Any, node: Node) -> np.ndarray:
+    a = np.asarray(value)
+    want = node.dtype.np
+    if a.dtype != want:
+        if node.dtype.is_float and (np.issubdtype(a.dtype, np.floating)
+                                    or np.issubdtype(a.dtype, np.integer)
+                                    or a.dtype == np.bool_):
+            a = a.astype(want)
+        elif node.dtype.is_int and np.issubdtype(a.dtype, np.integer):
+            a = a.astype(want)
+        elif node.dtype is DType.bool and a.dtype == np.bool_:
+            pass
+        else:
+            raise InputError(f"input {name!r}: expected {node.dtype} values, received {a.dtype}"
+                             + (" (lengths and labels must be integers)" if node.dtype.is_int
+                                else ""))
+    return np.ascontiguousarray(a)

@@ -1,0 +1,215 @@
+"""Unrolling cells over time: static_rnn (T copies of the cell) and dynamic_rnn (one scan).
+
+sequence_length semantics (TF1): for each instance, outputs after its length are zeros and its
+final state is the state at its last valid step; steps past the batch's longest sequence are not
+computed (the scan's trip count is max(sequence_length)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import dsl, ops
+from .cells import RNNCell, as_cell
+from .dtypes import DType
+from .ir import Node, Op, shape_str
+from .trace import (
+    RuntimeCheck,
+    TraceError,
+    current,
+    describe_tree,
+    flatten,
+    trace_scan,
+    unflatten,
+    variable_scope,
+)
+
+
+def _check_seq_len(sequence_length: Node, batch, T, fn: str) -> Node:
+    if not isinstance(sequence_length, Node):
+        raise TypeError(f"{fn}: sequence_length must be an rnncomp array (a graph input), "
+                        f"received {type(sequence_length).__name__}")
+    if not sequence_length.dtype.is_int:
+        raise ValueError(f"{fn}: sequence_length must be an integer array, received "
+                         f"{sequence_length.dtype}")
+    if sequence_length.shape != (batch,):
+        raise ValueError(f"{fn}: sequence_length must have shape [{batch}] (one length per batch "
+                         f"instance), received [{shape_str(sequence_length.shape)}]")
+    if sequence_length.op is Op.INPUT:
+        current().checks.append(RuntimeCheck("range", sequence_length.name,
+                                             {"lo": 0, "hi": T, "what": "sequence_length"}))
+    return sequence_length
+
+
+def _initial_state(cell: RNNCell, initial_state, batch, dtype, fn: str) -> tuple[list[Node], Any]:
+    if initial_state is None:
+        state = cell.zero_state(batch, dtype)
+    else:
+        state = initial_state
+    flat, tree = flatten(state)
+    sizes, stree = flatten(cell.state_size)
+    if tree != stree and not (len(sizes) == len(flat) and tree is None and stree is None):
+        if str(tree) != str(stree):
+            raise ValueError(f"{fn}: initial_state must have the structure of the cell's state "
+                             f"{cell.state_size}, received {describe_tree(tree, flat)}")
+    for k, (x, s) in enumerate(zip(flat, sizes)):
+        if not isinstance(x, Node):
+            raise TypeError(f"{fn}: initial_state leaf {k} must be an rnncomp array, received "
+                            f"{type(x).__name__}")
+        if x.shape != (batch, s):
+            raise ValueError(f"{fn}: initial_state leaf {k} must have shape [{batch},{s}] "
+                             f"(batch, state size), received [{shape_str(x.shape)}]")
+        if x.dtype != dtype:
+            raise ValueError(f"{fn}: initial_state leaf {k} must have dtype {dtype} like the "
+                             f"inputs, received {x.dtype}")
+    return flat, tree
+
+
+def _check_new_state(cell, new_state, tree, flat_old, fn) -> list[Node]:
+    new_flat, new_tree = flatten(new_state)
+    if str(new_tree) != str(tree) or len(new_flat) != len(flat_old):
+        raise TraceError(f"{fn}: the cell returned a state of structure "
+                         f"{describe_tree(new_tree, new_flat) if all(isinstance(x, Node) for x in new_flat) else new_state!r}"  # noqa: E501
+                         f", but its state is {describe_tree(tree, flat_old)}")
+    for k, (a, b) in enumerate(zip(new_flat, flat_old)):
+        if not isinstance(a, Node) or a.shape != b.shape or a.dtype != b.dtype:
+            got = f"{a.dtype}[{shape_str(a.shape)}]" if isinstance(a, Node) else repr(a)
+            raise TraceError(f"{fn}: state leaf {k} enters the cell as {b.dtype}"
+                             f"[{shape_str(b.shape)}] but the cell returns {got}")
+    return new_flat
+
+
+def _mask(valid: Node, new: Node, old: Node) -> Node:
+    return ops.where(valid, new, old)
+
+
+def dynamic_rnn(
+    cell: RNNCell,
+    inputs: Node,
+    sequence_length: Node | None = None,
+    initial_state: Any = None,
+    dtype: Any = None,
+    time_major: bool = False,
+    scope: str | None = None,
+) -> tuple[Node, Any]:
+    """Unroll `cell` over inputs [B, T, I] (or [T, B, I] if time_major) as one scan node.
+
+    Returns (outputs [B, T, H] (or [T, B, H]), final state with the cell's state structure).
+    """
+    cell = as_cell(cell)
+    fn = "dynamic_rnn"
+    if not isinstance(inputs, Node):
+        raise TypeError(f"{fn}: inputs must be an rnncomp array, received {type(inputs).__name__}")
+    if inputs.ndim != 3:
+        raise ValueError(f"{fn}: inputs must have rank 3 ({'[T, B, I]' if time_major else '[B, T, I]'}), "  # noqa: E501
+                         f"received [{shape_str(inputs.shape)}]")
+    if not inputs.dtype.is_float:
+        raise ValueError(f"{fn}: inputs must be floating point, received {inputs.dtype}")
+    X = inputs if time_major else dsl.transpose(inputs, (1, 0, 2))
+    T, B = X.shape[0], X.shape[1]
+    flat0, tree = _initial_state(cell, initial_state, B, inputs.dtype, fn)
+    length_input = None
+    if sequence_length is not None:
+        sequence_length = _check_seq_len(sequence_length, B, T, fn)
+        length_input = ops.cast(dsl.max(sequence_length), DType.i64)
+
+    def body(t, carries, xs):
+        state = unflatten(tree, carries)
+        out, new_state = cell(xs[0], state)
+        new_flat = _check_new_state(cell, new_state, tree, carries, fn)
+        if not isinstance(out, Node) or out.ndim != 2:
+            raise TraceError(f"{fn}: the cell output must be a [batch, units] array, received "
+                             f"{out!r}")
+        if sequence_length is not None:
+            valid = dsl.reshape(ops.lt(ops.cast(t, sequence_length.dtype), sequence_length),
+                                (B, 1))
+            new_flat = [_mask(valid, n, o) for n, o in zip(new_flat, carries)]
+            out = ops.where(valid, out, ops.const(0.0, out.dtype))
+        return new_flat, [out]
+
+    with variable_scope(scope or "rnn"):
+        results = trace_scan(body, flat0, [X], length_input=length_input)
+    final = unflatten(tree, results[:len(flat0)])
+    ys = results[len(flat0)]
+    outputs = ys if time_major else dsl.transpose(ys, (1, 0, 2))
+    return outputs, final
+
+
+def static_rnn(
+    cell: RNNCell,
+    inputs: Sequence[Node],
+    initial_state: Any = None,
+    dtype: Any = None,
+    sequence_length: Node | None = None,
+    scope: str | None = None,
+) -> tuple[list[Node], Any]:
+    """Unroll `cell` over a list of T inputs [B, I] by calling it T times (T copies in the IR)."""
+    cell = as_cell(cell)
+    fn = "static_rnn"
+    inputs = list(inputs)
+    if not inputs:
+        raise ValueError(f"{fn}: inputs must be a non-empty list of [batch, features] arrays")
+    for k, x in enumerate(inputs):
+        if not isinstance(x, Node) or x.ndim != 2:
+            raise ValueError(f"{fn}: inputs[{k}] must be a [batch, features] array, received "
+                             f"{x!r}")
+        if x.shape != inputs[0].shape or x.dtype != inputs[0].dtype:
+            raise ValueError(f"{fn}: inputs[{k}] is {x.dtype}[{shape_str(x.shape)}] but inputs[0] "
+                             f"is {inputs[0].dtype}[{shape_str(inputs[0].shape)}]")
+    B = inputs[0].shape[0]
+    flat, tree = _initial_state(cell, initial_state, B, inputs[0].dtype, fn)
+    if sequence_length is not None:
+        sequence_length = _check_seq_len(sequence_length, B, len(inputs), fn)
+    outputs = []
+    with variable_scope(scope or "rnn"):
+        for t, x in enumerate(inputs):
+            out, new_state = cell(x, unflatten(tree, flat))
+            new_flat = _check_new_state(cell, new_state, tree, flat, fn)
+            if sequence_length is not None:
+                valid = dsl.reshape(ops.lt(ops.const(t, sequence_length.dtype), sequence_length),
+                                    (B, 1))
+                new_flat = [_mask(valid, n, o) for n, o in zip(new_flat, flat)]
+                out = ops.where(valid, out, ops.const(0.0, out.dtype))
+            flat = new_flat
+            outputs.append(out)
+    return outputs, unflatten(tree, flat)
+
+
+def scan(
+    fn: Callable[[Any, Any], tuple[Any, Any]],
+    init: Any,
+    xs: Any = None,
+    length: int | None = None,
+    reverse: bool = False,
+) -> tuple[Any, Any]:
+    """A general loop, like jax.lax.scan: fn(carry, x_t) -> (carry, y_t); returns (carry, ys).
+
+    Inside fn, `rnncomp.step_index()` is the current step. With xs=None, `length` is required.
+    """
+    c_flat, c_tree = flatten(init)
+    x_flat, x_tree = flatten(xs) if xs is not None else ([], None)
+    y_tree_box: list[Any] = []
+
+    def body(t, carries, x_t):
+        c = unflatten(c_tree, carries)
+        x = unflatten(x_tree, x_t) if xs is not None else None
+        new_c, y = fn(c, x)
+        new_flat, new_tree = flatten(new_c)
+        if str(new_tree) != str(c_tree):
+            raise TraceError(f"scan: fn returned a carry of structure {new_c!r}, expected the "
+                             f"structure of init {init!r}")
+        y_flat, y_tree = flatten(y) if y is not None else ([], None)
+        y_tree_box.append((y is not None, y_tree))
+        return new_flat, y_flat
+
+    res = trace_scan(body, c_flat, x_flat, reverse=reverse, length=length)
+    carry = unflatten(c_tree, res[:len(c_flat)])
+    has_y, y_tree = y_tree_box[0]
+    ys = unflatten(y_tree, res[len(c_flat):]) if has_y else None
+    return carry, ys
+
+
+def step_index() -> Node:
+    """The step index (i32 scalar) inside a scan body; 0 outside any loop."""
+    return current().step()
