@@ -8,6 +8,7 @@ get them for free.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 
 from . import ops
@@ -188,9 +189,9 @@ def split(x: Node, sizes_or_n: int | Sequence[int], axis: int = -1) -> list[Node
         sizes = [d // sizes_or_n] * sizes_or_n
     else:
         sizes = [int(s) for s in sizes_or_n]
-        if sum(sizes) != d:
-            raise ShapeError(f"split: sizes {sizes} sum to {sum(sizes)}, but dimension {ax} of "
-                             f"[{shape_str(x.shape)}] is {d}")
+        if builtins.sum(sizes) != d:  # the DSL's sum shadows the builtin here
+            raise ShapeError(f"split: sizes {sizes} sum to {builtins.sum(sizes)}, but dimension "
+                             f"{ax} of [{shape_str(x.shape)}] is {d}")
     out, off = [], 0
     for s in sizes:
         out.append(ops.slice_(x, ax, off, off + s))

@@ -24,7 +24,7 @@ How to use from generated code
   dispatch on the argument type at compile time.
 * Compile the *calling* kernel with ``error_model='numpy'`` (otherwise every
   float division gets a ZeroDivisionError check that blocks vectorization)
-  and with ``fastmath=KERNEL_FASTMATH`` (``{'contract', 'arcp', 'nsz', 'afn'}``).
+  and with ``fastmath=KERNEL_FASTMATH`` (``{'contract', 'arcp', 'afn'}``).
   Do NOT use ``fastmath=True`` if NaN/inf must propagate: it adds ``nnan``/
   ``ninf`` which lets LLVM rewrite the NaN-propagating clamps below.
   The functions are ``inline='always'`` (inlined at Numba-IR level), so the
@@ -61,11 +61,12 @@ __all__ = [
 ]
 
 # Flags used to compile the functions here and recommended for generated
-# kernels. 'contract' allows FMA; 'arcp'/'afn'/'nsz' are harmless for our
-# formulas. Deliberately excluded: 'nnan', 'ninf' (would break NaN/inf
+# kernels. 'contract' allows FMA; 'arcp'/'afn' are harmless for our
+# formulas. Deliberately excluded: 'nsz' (tanh(-0.0) would return +0.0),
+# 'nnan', 'ninf' (would break NaN/inf
 # propagation through the clamps) and 'reassoc' (would fold the
 # round-to-integer magic-number trick (x + M) - M into x).
-FASTMATH_FLAGS = frozenset({"contract", "arcp", "nsz", "afn"})
+FASTMATH_FLAGS = frozenset({"contract", "arcp", "afn"})
 KERNEL_FASTMATH = set(FASTMATH_FLAGS)
 _FM = set(FASTMATH_FLAGS)
 _JIT = dict(inline="always", error_model="numpy", fastmath=_FM, cache=False)
@@ -252,6 +253,7 @@ def tanh_f32(x):
     p = p * x2 + _T32_C5
     p = p * x2 + _T32_C3
     p = x + x * (x2 * p)
+    p = x if x == _F32(0.0) else p        # keep the sign of -0.0
     return p if a < _T_SMALL32 else t
 
 
@@ -290,6 +292,7 @@ def tanh_f64(x):
     p = p * x2 + _T64_C5
     p = p * x2 + _T64_C3
     p = x + x * (x2 * p)
+    p = x if x == _F64(0.0) else p        # keep the sign of -0.0
     return p if a < _T_SMALL64 else t
 
 
