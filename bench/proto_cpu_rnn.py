@@ -459,22 +459,56 @@ def torch_module(cell, I, H, p):
     return m
 
 
+_SPEC_CACHE = {}
+
+
+def specialized(H):
+    """Re-compile the training kernels with the hidden size H as a compile-time
+    constant (source re-executed with ``H = HC``, HC a global), which is what the
+    code generator emits. With a runtime H, LLVM cannot prove that the stores
+    a[bb, j], a[bb, H+j], a[bb, 2H+j], a[bb, 3H+j] into ONE array do not overlap
+    and the fused loop runs its scalar fallback (measured 5-8x slower)."""
+    if H in _SPEC_CACHE:
+        return _SPEC_CACHE[H]
+    import inspect
+    import types as _types
+    g = dict(globals())
+    g["HC"] = H
+    ns = _types.SimpleNamespace()
+    for fn in (lstm_fwd_train, lstm_bwd, gru_fwd_train, gru_bwd):
+        src = inspect.getsource(fn.py_func)
+        src = src.replace("    H = Wh.shape[0]\n", "    H = HC\n")
+        assert "H = HC" in src
+        src = src.split("\n", 1)[1]             # drop the decorator line
+        exec(compile(src, f"<specialized {fn.py_func.__name__} H={H}>", "exec"), g)
+        name = fn.py_func.__name__
+        setattr(ns, name, njit(**dict(JIT, cache=False))(g[name]))
+    _SPEC_CACHE[H] = ns
+    return ns
+
+
+SPECIALIZE = True
+
+
 def ours_fwd(cell, X, p, h0, c0):
     if cell == "lstm":
         return lstm_fwd_a(X, p["Wx"], p["Wh"], p["b"], h0, c0, ONE)
     if cell == "gru":
-        return gru_fwd_train(X, p["Wx"], p["Wh"], p["b"], p["bh"], h0, False)[0]
+        k = specialized(p["Wh"].shape[0]) if SPECIALIZE else sys.modules[__name__]
+        return k.gru_fwd_train(X, p["Wx"], p["Wh"], p["b"], p["bh"], h0, False)[0]
     return rnn_fwd(X, p["Wx"], p["Wh"], p["b"], h0)
 
 
-def ours_fwdbwd(cell, X, p, h0, c0, dY):
+def ours_fwdbwd(cell, X, p, h0, c0, dY, spec=None):
+    spec = SPECIALIZE if spec is None else spec
+    k = specialized(p["Wh"].shape[0]) if spec else sys.modules[__name__]
     if cell == "lstm":
-        hs, cs, tcs, acts = lstm_fwd_train(X, p["Wx"], p["Wh"], p["b"], h0, c0, ONE)
-        dX, dWx, dWh, db, dh0, dc0 = lstm_bwd(X, p["Wx"], p["Wh"], hs, cs, tcs, acts, dY)
+        hs, cs, tcs, acts = k.lstm_fwd_train(X, p["Wx"], p["Wh"], p["b"], h0, c0, ONE)
+        dX, dWx, dWh, db, dh0, dc0 = k.lstm_bwd(X, p["Wx"], p["Wh"], hs, cs, tcs, acts, dY)
         return hs[1:], dict(dX=dX, dWx=dWx, dWh=dWh, db=db)
     if cell == "gru":
-        hs, acts = gru_fwd_train(X, p["Wx"], p["Wh"], p["b"], p["bh"], h0, True)
-        dX, dWx, dWh, dbx, dbh, dh0 = gru_bwd(X, p["Wx"], p["Wh"], hs, acts, dY)
+        hs, acts = k.gru_fwd_train(X, p["Wx"], p["Wh"], p["b"], p["bh"], h0, True)
+        dX, dWx, dWh, dbx, dbh, dh0 = k.gru_bwd(X, p["Wx"], p["Wh"], hs, acts, dY)
         return hs[1:], dict(dX=dX, dWx=dWx, dWh=dWh, db=dbx, dbh=dbh)
     hs = rnn_fwd(X, p["Wx"], p["Wh"], p["b"], h0)
     dX, dWx, dWh, db, dh0 = rnn_bwd(X, p["Wx"], p["Wh"], hs, dY)
@@ -558,6 +592,8 @@ def bench_config(cell, name, rep):
     r["torch_fb"] = med_ms(tfb, rep)
     r["ours_fwd"] = med_ms(lambda: ours_fwd(cell, X, p, h0, c0), rep)
     r["ours_fb"] = med_ms(lambda: ours_fwdbwd(cell, X, p, h0, c0, dY), rep)
+    if cell != "rnn" and name != "large":
+        r["ours_fb_runtimeH"] = med_ms(lambda: ours_fwdbwd(cell, X, p, h0, c0, dY, False), rep)
     if cell == "lstm":
         args = (X, p["Wx"], p["Wh"], p["b"], h0, c0, ONE)
         r["ours_fwd_b_pyloop"] = med_ms(lambda: lstm_fwd_b(*args), rep)
@@ -596,16 +632,21 @@ def profile_medium_lstm(rep=7):
     gates = rng.standard_normal((B, G)).astype(f32)
     r["fwd_elementwise x T"] = med_ms(
         lambda: prof_step_ew(gates, XW, p["b"], h0, T, ONE), rep)
-    hs, cs, tcs, acts = lstm_fwd_train(X, p["Wx"], p["Wh"], p["b"], h0, h0, ONE)
+    sp = specialized(H)
+    hs, cs, tcs, acts = sp.lstm_fwd_train(X, p["Wx"], p["Wh"], p["b"], h0, h0, ONE)
     r["fwd_train (saves residuals)"] = med_ms(
+        lambda: sp.lstm_fwd_train(X, p["Wx"], p["Wh"], p["b"], h0, h0, ONE), rep)
+    r["fwd_train, runtime H (scalar ew)"] = med_ms(
         lambda: lstm_fwd_train(X, p["Wx"], p["Wh"], p["b"], h0, h0, ONE), rep)
-    r["bwd_total"] = med_ms(lambda: lstm_bwd(X, p["Wx"], p["Wh"], hs, cs, tcs, acts, dY), rep)
+    r["bwd_total"] = med_ms(lambda: sp.lstm_bwd(X, p["Wx"], p["Wh"], hs, cs, tcs, acts, dY), rep)
+    r["bwd_total, runtime H"] = med_ms(
+        lambda: lstm_bwd(X, p["Wx"], p["Wh"], hs, cs, tcs, acts, dY), rep)
     dG2 = rng.standard_normal((T * B, G)).astype(f32)
     dh = np.empty((B, H), f32)
     r["bwd_step_gemm x T (dG@Wh^T)"] = med_ms(
         lambda: [prof_gemm(dG2[:B], p["Wh"].T, dh) for _ in range(T)], rep)
     dW = np.empty((H, G), f32)
-    r["bwd_dWh=Hprev^T@dG"] = med_ms(lambda: prof_gemm(X2.T, dG2, dW), rep)
+    r["bwd_dWh=Hprev^T@dG (same for dWx)"] = med_ms(lambda: prof_gemm(X2.T, dG2, dW), rep)
     dX = np.empty((T * B, I), f32)
     r["bwd_dX=dG@Wx^T"] = med_ms(lambda: prof_gemm(dG2, p["Wx"].T, dX), rep)
     return r

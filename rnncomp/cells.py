@@ -229,8 +229,9 @@ class GRUCell(RNNCell):
         super().__init__(name)
         self.num_units = _check_units(num_units)
         if reset_after is None:
-            raise ValueError("GRUCell: pass reset_after=False (TF1 GRUCell: reset before the "
-                             "recurrent matmul) or reset_after=True (cuDNN/PyTorch form)")
+            raise ValueError("GRUCell: reset_after is required: pass reset_after=False (TF1 "
+                             "GRUCell: reset before the recurrent matmul) or reset_after=True "
+                             "(cuDNN/PyTorch form); received None")
         if not isinstance(reset_after, bool):
             raise ValueError(f"reset_after: expected True or False, received {reset_after!r}")
         self.reset_after = reset_after

@@ -76,7 +76,7 @@ def evaluate(graph: Graph, args: Sequence[Any], ctx: Context | None = None) -> l
         if node.op is Op.SCAN:
             out = run_scan(ctx, node, vals)
         elif node.op is Op.FUSED:
-            out = evaluate(node.attr("body"), vals, ctx)[0]
+            out = tuple(evaluate(node.attr("body"), vals, ctx))
         else:
             out = REGISTRY[node.op].impl(ctx, dict(node.attrs), *vals)
             if node.dtype is not None and getattr(out, "dtype", None) != node.dtype.np:

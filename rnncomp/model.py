@@ -225,6 +225,29 @@ class Model:
             self._compiled[key] = compile_graph(self.graph, backend=backend, **options)
         return self._compiled[key]
 
+    # -- gradients (rnncomp.grad) --------------------------------------------------------------
+    def grad_graph(self, output: Any = 0, wrt: Any = None) -> Graph:
+        """The forward + backward graph of d outputs[output] / d wrt (cached); print it to see
+        the BPTT reverse scan. See rnncomp.grad.model_grad_graph."""
+        from .grad import model_grad_graph
+
+        return model_grad_graph(self, output, wrt)
+
+    def value_and_grad(self, params: Mapping[str, Any], *, wrt: Any = None, output: Any = 0,
+                       training: bool = False, seed: int = 0, backend: str = "interp",
+                       check_finite: bool = False, **inputs: Any) -> tuple[Any, dict]:
+        """(outputs, {name: gradient}) of the scalar output `output`; see rnncomp.grad."""
+        from .grad import value_and_grad
+
+        return value_and_grad(self, params, wrt=wrt, output=output, training=training,
+                              seed=seed, backend=backend, check_finite=check_finite, **inputs)
+
+    def print_backward(self, output: Any = 0, wrt: Any = None) -> str:
+        """Print (and return) the text of the forward + backward graph."""
+        text = str(self.grad_graph(output, wrt))
+        print(text)
+        return text
+
     def __repr__(self) -> str:
         return (f"<Model {self.name}: inputs {self.input_names}, {len(self.param_specs)} params, "
                 f"{len(self.graph.nodes)} nodes>")

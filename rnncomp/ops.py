@@ -855,6 +855,24 @@ register(OpDef(Op.ITEM, _item_rule, lambda ctx, attrs, tup: tup[attrs["index"]],
                doc="one result of a multi-result node (scan)"))
 
 
+def _fused_rule(inputs, attrs):
+    body: Graph = attrs["body"]
+    if len(body.inputs) != len(inputs):
+        raise ShapeError(f"fused: body takes {len(body.inputs)} inputs, received {len(inputs)}")
+    for k, (o, i) in enumerate(zip(inputs, body.inputs)):
+        if o.shape != i.shape or o.dtype != i.dtype:
+            raise ShapeError(f"fused: input {k} is {o.dtype}[{shape_str(o.shape)}] but the body "
+                             f"expects {i.dtype}[{shape_str(i.shape)}]")
+    for o in body.outputs:
+        if o.op not in GroupOp.Elementwise and o.op is not Op.RANDOM_UNIFORM:
+            raise ShapeError(f"fused: results must be elementwise ops, received {o.op.value}")
+    return ("tuple", tuple((o.shape, o.dtype) for o in body.outputs)), None
+
+
+register(OpDef(Op.FUSED, _fused_rule, None, None,
+               doc="a group of elementwise ops rendered as one loop nest (made by fusion)"))
+
+
 def scan(body: Graph, carries: Sequence[Node], xs: Sequence[Node], invariants: Sequence[Node],
          *, reverse: bool = False, length_input: Node | None = None,
          length: int | None = None) -> list[Node]:

@@ -64,7 +64,7 @@ class _Printer:
         self.lines.append(pad + "{ lambda ; " + " ".join(binders) + ". let")
         users_of_scan: dict[int, list[Node]] = {}
         for n in g.nodes:
-            if n.op is Op.ITEM:
+            if n.op is Op.ITEM:  # results of scan/fused print as binders of that equation
                 users_of_scan.setdefault(id(n.inputs[0]), []).append(n)
         for n in g.nodes:
             if id(n) in names or n.op is Op.CONST or n.op is Op.ITEM:
@@ -90,19 +90,14 @@ class _Printer:
             pstr = "[" + " ".join(f"{k}={_fmt_value(v)}" for k, v in params) + "]"
         args = " ".join(self.ref(i, names) for i in n.inputs)
         if n.op is Op.SCAN or n.op is Op.FUSED:
-            if n.op is Op.SCAN:
-                by_index = {it.attr("index"): it for it in items}
-                outs = []
-                for k, (shape, dtype) in enumerate(n.shape[1]):
-                    nm = self.fresh()
-                    if k in by_index:
-                        names[id(by_index[k])] = nm
-                    outs.append(f"{nm}:{dtype}[{shape_str(shape)}]")
-                lhs = " ".join(outs)
-            else:
+            by_index = {it.attr("index"): it for it in items}
+            outs = []
+            for k, (shape, dtype) in enumerate(n.shape[1]):
                 nm = self.fresh()
-                names[id(n)] = nm
-                lhs = self.typed(nm, n)
+                if k in by_index:
+                    names[id(by_index[k])] = nm
+                outs.append(f"{nm}:{dtype}[{shape_str(shape)}]")
+            lhs = " ".join(outs)
             self.lines.append(f"{pad}{lhs} = {n.op.value}{pstr} {args}".rstrip())
             self.graph(n.attr("body"), indent + 2)
             return

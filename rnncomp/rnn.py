@@ -69,9 +69,11 @@ def _initial_state(cell: RNNCell, initial_state, batch, dtype, fn: str) -> tuple
 def _check_new_state(cell, new_state, tree, flat_old, fn) -> list[Node]:
     new_flat, new_tree = flatten(new_state)
     if str(new_tree) != str(tree) or len(new_flat) != len(flat_old):
-        raise TraceError(f"{fn}: the cell returned a state of structure "
-                         f"{describe_tree(new_tree, new_flat) if all(isinstance(x, Node) for x in new_flat) else new_state!r}"  # noqa: E501
-                         f", but its state is {describe_tree(tree, flat_old)}")
+        # (a conversion like !r in the f-string would apply to the whole conditional)
+        got = describe_tree(new_tree, new_flat) if all(isinstance(x, Node) for x in new_flat) \
+            else repr(new_state)
+        raise TraceError(f"{fn}: the cell returned a state of structure {got}, but its state is "
+                         f"{describe_tree(tree, flat_old)}")
     for k, (a, b) in enumerate(zip(new_flat, flat_old)):
         if not isinstance(a, Node) or a.shape != b.shape or a.dtype != b.dtype:
             got = f"{a.dtype}[{shape_str(a.shape)}]" if isinstance(a, Node) else repr(a)

@@ -174,7 +174,9 @@ def unflatten(treedef: Any, leaves: Sequence[Any]) -> Any:
 
 
 def describe_tree(treedef: Any, leaves: Sequence[Node]) -> str:
-    return str(unflatten(treedef, [f"{x.dtype}[{shape_str(x.shape)}]" for x in leaves]))
+    # the leaves are type strings; drop the quotes str() puts around them
+    return str(unflatten(treedef, [f"{x.dtype}[{shape_str(x.shape)}]" for x in leaves])) \
+        .replace("'", "")
 
 
 # ---------------------------------------------------------------------------------------------

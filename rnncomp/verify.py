@@ -43,21 +43,21 @@ def verify(graph: Graph, *, top: bool = True) -> Graph:
                 raise VerifyError(
                     f"{where}: {n!r} is used but is not an input of this graph (free variable)")
             continue
-        if n.op is Op.ITEM and (not n.inputs or n.inputs[0].op not in (Op.SCAN,)):
+        if n.op is Op.ITEM and (not n.inputs or n.inputs[0].op not in (Op.SCAN, Op.FUSED)):
             raise VerifyError(f"{where}: item reads {n.inputs[0]!r}, which has a single result")
-        if n.op is not Op.FUSED:
-            try:
-                shape, dtype = REGISTRY[n.op].rule(n.inputs, dict(n.attrs))
-            except ShapeError as e:
-                raise VerifyError(f"{where}: {n.op.value} node is ill-typed: {e}") from e
-            if shape != n.shape or dtype != n.dtype:
-                raise VerifyError(
-                    f"{where}: {n.op.value} node records {n.dtype}[{shape_str(n.shape)}] but its "
-                    f"rule gives {dtype}[{shape_str(shape) if shape and shape[0] != 'tuple' else shape}]")  # noqa: E501
+        # before the rule: rules assume array inputs and would crash on a result tuple
         for i in n.inputs:
-            if i.op is Op.SCAN and n.op is not Op.ITEM:
+            if i.op in (Op.SCAN, Op.FUSED) and n.op is not Op.ITEM:
                 raise VerifyError(f"{where}: {n.op.value} uses a scan's result tuple directly; "
                                   f"read it through item")
+        try:
+            shape, dtype = REGISTRY[n.op].rule(n.inputs, dict(n.attrs))
+        except ShapeError as e:
+            raise VerifyError(f"{where}: {n.op.value} node is ill-typed: {e}") from e
+        if shape != n.shape or dtype != n.dtype:
+            raise VerifyError(
+                f"{where}: {n.op.value} node records {n.dtype}[{shape_str(n.shape)}] but its "
+                f"rule gives {dtype}[{shape_str(shape) if shape and shape[0] != 'tuple' else shape}]")  # noqa: E501
         body = n.attr("body")
         if isinstance(body, Graph):
             verify(body, top=False)
@@ -66,6 +66,6 @@ def verify(graph: Graph, *, top: bool = True) -> Graph:
                     raise VerifyError(f"{where}: fused node has {len(n.inputs)} inputs but its "
                                       f"body takes {len(body.inputs)}")
     for o in graph.outputs:
-        if o.op is Op.SCAN:
+        if o.op in (Op.SCAN, Op.FUSED):
             raise VerifyError(f"{where}: an output is a scan's result tuple; use item")
     return graph

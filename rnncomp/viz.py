@@ -138,7 +138,8 @@ def to_networkx(graph: Graph):
     dtype (str or None), label (the text drawn in DOT), group (op kind), name (inputs and
     params), parent (the id of the scan whose body holds the node, None at top level).
     Edge attributes: index (operand position), label (the value's type, e.g. "f32[B,20]"),
-    kind ("data"; "body_in"/"body_out" link a scan to its body's inputs and outputs).
+    kind ("data"; "body_in"/"body_out" link a scan to its body's inputs and outputs). A node
+    that uses one value twice (e.g. the zero state as both c and h) has one edge from it.
     Graph attributes: inputs and outputs (lists of top-level node ids).
     """
     try:

@@ -69,7 +69,7 @@ __all__ = [
 FASTMATH_FLAGS = frozenset({"contract", "arcp", "afn"})
 KERNEL_FASTMATH = set(FASTMATH_FLAGS)
 _FM = set(FASTMATH_FLAGS)
-_JIT = dict(inline="always", error_model="numpy", fastmath=_FM, cache=False)
+_JIT = dict(inline="never", error_model="numpy", fastmath=_FM, cache=True)
 
 _F32 = np.float32
 _F64 = np.float64
@@ -292,7 +292,6 @@ def tanh_f64(x):
     p = p * x2 + _T64_C5
     p = p * x2 + _T64_C3
     p = x + x * (x2 * p)
-    p = x if x == _F64(0.0) else p        # keep the sign of -0.0
     return p if a < _T_SMALL64 else t
 
 
@@ -440,7 +439,7 @@ def relu(x):
 
 
 def _register(generic, f32impl, f64impl):
-    @overload(generic, inline="always")
+    @overload(generic, inline="never")
     def _ov(x):
         if x == types.float32:
             return lambda x: f32impl(x)

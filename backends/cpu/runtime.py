@@ -1,0 +1,98 @@
+"""Small njit helpers the generated CPU kernels call (reductions, indexing, hashing, GEMMs)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = dict(cache=True, error_model="numpy", nogil=True)
+
+
+@njit(**_JIT)
+def rowsum(x2):
+    m, n = x2.shape
+    out = np.zeros(m, x2.dtype)
+    for i in range(m):
+        acc = out[i]
+        for j in range(n):
+            acc += x2[i, j]
+        out[i] = acc
+    return out
+
+
+@njit(**_JIT)
+def colsum(x2):
+    m, n = x2.shape
+    out = np.zeros(n, x2.dtype)
+    for i in range(m):
+        for j in range(n):
+            out[j] += x2[i, j]
+    return out
+
+
+@njit(**_JIT)
+def rowmax(x2):
+    m, n = x2.shape
+    out = np.empty(m, x2.dtype)
+    for i in range(m):
+        acc = x2[i, 0]
+        for j in range(1, n):
+            v = x2[i, j]
+            if v > acc or v != v:
+                acc = v
+        out[i] = acc
+    return out
+
+
+@njit(**_JIT)
+def take_last(x2, idx1):
+    m = x2.shape[0]
+    out = np.empty(m, x2.dtype)
+    for i in range(m):
+        out[i] = x2[i, idx1[i]]
+    return out
+
+
+@njit(**_JIT)
+def one_hot(idx1, depth, out2):
+    m = idx1.shape[0]
+    for i in range(m):
+        for j in range(depth):
+            out2[i, j] = 1 if idx1[i] == j else 0
+    return out2
+
+
+@njit(inline="always", **_JIT)
+def hash_uniform(seed, site, step, idx):
+    """The counter-based generator of rnncomp.ops.hash_uniform_np, bit for bit."""
+    m = np.uint64(0xFFFFFFFF)
+    s = np.uint64(seed & 0xFFFFFFFF) ^ ((np.uint64((seed >> 32) & 0xFFFFFFFF)
+                                         * np.uint64(0x27D4EB2F)) & m)
+    h = ((np.uint64(idx) * np.uint64(0x9E3779B1)) & m) ^ \
+        ((np.uint64(step & 0xFFFFFFFF) * np.uint64(0x85EBCA77)) & m) ^ \
+        ((np.uint64(site & 0xFFFFFFFF) * np.uint64(0xC2B2AE3D)) & m) ^ s
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x7FEB352D)) & m
+    h ^= h >> np.uint64(15)
+    h = (h * np.uint64(0x846CA68B)) & m
+    h ^= h >> np.uint64(16)
+    return np.float64(h >> np.uint64(8)) * (1.0 / 16777216.0)
+
+
+@njit(**_JIT)
+def mm(a, b, out):
+    """out[:] = a @ b for 2-D arrays: BLAS above a size threshold, explicit loops below (the
+    per-call cost of BLAS dominates tiny products, e.g. batch-1 inference)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if m * n * k >= 32 * 32 * 32 or m >= 32:
+        np.dot(a, b, out)
+        return out
+    for i in range(m):
+        for j in range(n):
+            out[i, j] = 0
+        for p in range(k):
+            av = a[i, p]
+            for j in range(n):
+                out[i, j] += av * b[p, j]
+    return out

@@ -1,0 +1,816 @@
+"""Optimizing passes: each a pure Graph -> Graph function, in one visible, ordered pipeline.
+
+    PIPELINE = [("fold_constants", ...), ("simplify", ...), ...]
+    result = optimize(graph, print_after={"hoist"}, verify=True)
+    result.graph, result.stages (name -> graph), result.timings (name -> seconds)
+
+Rewrites are small rules matched on op groups and run to a fixed point by one generic driver
+(`rewrite`), which also descends into scan bodies. Loop-level passes (licm, hoist, sink, dce)
+restructure scans explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ops
+from .dtypes import DType
+from .interp import Context
+from .ir import Graph, GroupOp, Node, Op, substitute, toposort
+from .ops import REGISTRY, scan_info
+from .verify import verify as verify_graph
+
+Rule = Callable[[Node], "Node | None"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The generic driver
+# ---------------------------------------------------------------------------------------------
+def _with_body(n: Node, inputs, body: Graph) -> Node:
+    return ops.make(n.op, *inputs, **{**dict(n.attrs), "body": body})
+
+
+def map_graph(g: Graph, node_fn: Callable[[Node], Node], body_fn: Callable[[Graph], Graph],
+              ) -> Graph:
+    """Rebuild g bottom-up: bodies through body_fn, then each node through node_fn."""
+    memo: dict[int, Node] = {}
+    for n in g.nodes:
+        if n.op in (Op.INPUT, Op.PARAM, Op.PLACEHOLDER) and n in g.inputs:
+            memo[id(n)] = n
+            continue
+        new_in = [memo[id(i)] for i in n.inputs]
+        body = n.attr("body")
+        if isinstance(body, Graph):
+            nb = body_fn(body)
+            m = n if (nb is body and all(a is b for a, b in zip(new_in, n.inputs))) \
+                else _with_body(n, new_in, nb)
+        elif all(a is b for a, b in zip(new_in, n.inputs)):
+            m = n
+        else:
+            m = ops.remake(n, new_in)
+        memo[id(n)] = node_fn(m)
+    return Graph(g.inputs, [memo[id(o)] for o in g.outputs])
+
+
+def rewrite(g: Graph, rules: list[Rule], max_iter: int = 50) -> Graph:
+    """Apply rules bottom-up (in bodies too) until nothing changes."""
+
+    def node_fn(n: Node) -> Node:
+        for _ in range(100):
+            for r in rules:
+                m = r(n)
+                if m is not None and m is not n:
+                    n = m
+                    break
+            else:
+                return n
+        return n
+
+    for _ in range(max_iter):
+        new = map_graph(g, node_fn, lambda b: rewrite(b, rules, max_iter))
+        if all(a is b for a, b in zip(new.outputs, g.outputs)):
+            return g
+        g = new
+    return g
+
+
+# ---------------------------------------------------------------------------------------------
+# Constant folding and algebraic simplification
+# ---------------------------------------------------------------------------------------------
+def _fold(n: Node) -> Node | None:
+    if n.op in GroupOp.Elementwise and n.inputs and all(i.op is Op.CONST for i in n.inputs):
+        vals = [np.array(i.attr("value"), i.dtype.np) for i in n.inputs]
+        v = REGISTRY[n.op].impl(Context(), dict(n.attrs), *vals)
+        if np.ndim(v) == 0:
+            return ops.const(np.asarray(v).item(), n.dtype)
+    if n.op is Op.RESHAPE and n.inputs[0].op is Op.CONST and ops.numel_known(n.shape) == 1:
+        return None
+    return None
+
+
+def _is(x: Node, v: float) -> bool:
+    return x.op is Op.CONST and x.attr("value") == v
+
+
+def _same_or_broadcast(x: Node, like: Node) -> Node:
+    return x if x.shape == like.shape else ops.broadcast(x, like.shape)
+
+
+def _simplify(n: Node) -> Node | None:
+    op, ins = n.op, n.inputs
+    if op is Op.ADD:
+        a, b = ins
+        if _is(b, 0.0) and a.shape == n.shape:
+            return a
+        if _is(a, 0.0) and b.shape == n.shape:
+            return b
+        # a sum of disjoint pads along one axis is a concat (the gate cotangents of a cell)
+        r = _pads_to_concat(n)
+        if r is not None:
+            return r
+    if op is Op.SUB and _is(ins[1], 0.0) and ins[0].shape == n.shape:
+        return ins[0]
+    if op is Op.MUL:
+        a, b = ins
+        if _is(b, 1.0) and a.shape == n.shape:
+            return a
+        if _is(a, 1.0) and b.shape == n.shape:
+            return b
+    if op is Op.DIV and _is(ins[1], 1.0) and ins[0].shape == n.shape:
+        return ins[0]
+    if op is Op.NEG and ins[0].op is Op.NEG:
+        return ins[0].inputs[0]
+    if op is Op.WHERE and ins[1] is ins[2] and ins[1].shape == n.shape:
+        return ins[1]
+    if op is Op.TRANSPOSE and ins[0].op is Op.TRANSPOSE:
+        p1, p2 = ins[0].attr("perm"), n.attr("perm")
+        return ops.transpose(ins[0].inputs[0], tuple(p1[p] for p in p2))
+    if op is Op.RESHAPE and ins[0].op is Op.RESHAPE:
+        return ops.reshape(ins[0].inputs[0], n.shape)
+    if op is Op.SLICE:
+        return _simplify_slice(n)
+    if op is Op.STOP_GRADIENT:
+        return ins[0]  # after autodiff, stop_gradient is the identity
+    return None
+
+
+def _simplify_slice(n: Node) -> Node | None:
+    (x,) = n.inputs
+    ax, s, e = n.attr("axis"), n.attr("start"), n.attr("stop")
+    if x.op is Op.CONCAT and x.attr("axis") == ax:
+        off = 0
+        for p in x.inputs:
+            d = p.shape[ax]
+            if off <= s and e <= off + d:
+                return ops.slice_(p, ax, s - off, e - off)
+            off += d
+    if x.op is Op.PAD and x.attr("axis") == ax:
+        ps = x.attr("start")
+        d = x.inputs[0].shape[ax]
+        if ps <= s and e <= ps + d:
+            return ops.slice_(x.inputs[0], ax, s - ps, e - ps)
+        if e <= ps or s >= ps + d:
+            return ops.zeros_like(n)
+    if x.op is Op.SLICE and x.attr("axis") == ax:
+        return ops.slice_(x.inputs[0], ax, x.attr("start") + s, x.attr("start") + e)
+    if x.op is Op.MATMUL and ax == x.ndim - 1:
+        # slicing the columns of a @ b is a @ (columns of b): splits the recurrent GEMM of a
+        # cell's backward into the part the carries need and the part that can leave the loop
+        a, b = x.inputs
+        return ops.matmul(a, ops.slice_(b, 1, s, e))
+    return None
+
+
+def _pads_to_concat(n: Node) -> Node | None:
+    terms: list[Node] = []
+
+    def collect(e: Node) -> bool:
+        if e.op is Op.ADD and e.inputs[0].shape == e.shape and e.inputs[1].shape == e.shape:
+            return collect(e.inputs[0]) and collect(e.inputs[1])
+        if e.op is Op.PAD:
+            terms.append(e)
+            return True
+        return False
+
+    if not collect(n) or len(terms) < 2:
+        return None
+    ax = terms[0].attr("axis")
+    if any(t.attr("axis") != ax for t in terms):
+        return None
+    spans = sorted((t.attr("start"), t.attr("start") + t.inputs[0].shape[ax], t.inputs[0])
+                   for t in terms)
+    pos = spans[0][0]
+    for s, e, _ in spans:
+        if s != pos:
+            return None  # overlap or gap
+        pos = e
+    cat = ops.concat([x for _, _, x in spans], ax)
+    return ops.pad(cat, ax, spans[0][0], n.shape[ax])
+
+
+def _split_concat_matmul(n: Node) -> Node | None:
+    a, k = n.inputs
+    if a.op is not Op.CONCAT or a.attr("axis") != a.ndim - 1:
+        return None
+    acc, off = None, 0
+    for p in a.inputs:
+        d = p.shape[-1]
+        term = ops.matmul(p, ops.slice_(k, 0, off, off + d))
+        acc = term if acc is None else ops.add(acc, term)
+        off += d
+    return acc
+
+
+def fold_constants(g: Graph) -> Graph:
+    """Evaluate elementwise ops whose inputs are all literals."""
+    return rewrite(g, [_fold])
+
+
+def simplify(g: Graph) -> Graph:
+    """Algebraic identities; slices through concat/pad/matmul; disjoint pads -> concat;
+    concat([x, h]) @ K -> x @ K[:I] + h @ K[I:] (so x @ K[:I] can leave the loop)."""
+    return rewrite(g, [_fold, _simplify])
+
+
+def cse(g: Graph) -> Graph:
+    """Common subexpressions: rebuilding re-interns nodes, so equal expressions merge."""
+
+    def rebuild(x: Graph) -> Graph:
+        memo: dict[int, Node] = {}
+        for n in x.nodes:
+            if n in x.inputs:
+                memo[id(n)] = n
+                continue
+            new_in = [memo[id(i)] for i in n.inputs]
+            body = n.attr("body")
+            if isinstance(body, Graph):
+                memo[id(n)] = _with_body(n, new_in, rebuild(body))
+            else:
+                memo[id(n)] = ops.remake(n, new_in)
+        return Graph(x.inputs, [memo[id(o)] for o in x.outputs])
+
+    return rebuild(g)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loop passes
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class _ScanParts:
+    node: Node
+    body: Graph
+    t: Node
+    carries: list[Node]  # body placeholders
+    xs: list[Node]
+    invs: list[Node]
+    init: list[Node]  # outer values
+    X: list[Node]
+    W: list[Node]
+    length: Node | None
+
+
+def _parts(s: Node) -> _ScanParts:
+    info = scan_info(s)
+    b: Graph = s.attr("body")
+    nc, nx = info.n_carry, info.n_xs
+    ins = list(s.inputs)
+    return _ScanParts(s, b, b.inputs[0], list(b.inputs[1:1 + nc]),
+                      list(b.inputs[1 + nc:1 + nc + nx]), list(b.inputs[1 + nc + nx:]),
+                      ins[:nc], ins[nc:nc + nx], ins[nc + nx:nc + nx + info.n_inv],
+                      ins[-1] if info.has_length else None)
+
+
+def _rebuild_scan(p: _ScanParts, xs: list[tuple[Node, Node]], invs: list[tuple[Node, Node]],
+                  outputs: list[Node], items_map) -> Node:
+    body = Graph([p.t] + p.carries + [a for a, _ in xs] + [a for a, _ in invs], outputs)
+    ins = list(p.init) + [b for _, b in xs] + [b for _, b in invs]
+    if p.length is not None:
+        ins.append(p.length)
+    return ops.make(Op.SCAN, *ins, **{**dict(p.node.attrs), "body": body, "n_xs": len(xs),
+                                      "n_carry": len(p.carries)})
+
+
+def _scan_pass(g: Graph, fn: Callable[[Node, list[Node]], dict[int, Node] | None]) -> Graph:
+    """Run fn on each scan (bottom-up, bodies first) with the ITEM users of that scan.
+
+    fn returns a mapping id(old item) -> replacement (or None to keep the scan).
+    """
+
+    def transform(x: Graph) -> Graph:
+        # bodies first
+        x = map_graph(x, lambda n: n, transform)
+        # then each scan of this graph, one at a time in topological order (a scan's inputs may
+        # be results of an earlier scan that was just rebuilt)
+        for _ in range(10_000):
+            nodes = x.nodes
+            items: dict[int, list[Node]] = {}
+            for n in nodes:
+                if n.op is Op.ITEM:
+                    items.setdefault(id(n.inputs[0]), []).append(n)
+            for n in nodes:
+                if n.op is Op.SCAN:
+                    r = fn(n, items.get(id(n), []))
+                    if r:
+                        x = Graph(x.inputs, substitute(x.outputs, r, ops.remake))
+                        break
+            else:
+                return x
+        return x
+
+    return transform(g)
+
+
+def _depends(nodes_order: list[Node], roots: set[int]) -> dict[int, bool]:
+    dep: dict[int, bool] = {}
+    for n in nodes_order:
+        dep[id(n)] = id(n) in roots or any(dep.get(id(i), False) for i in n.inputs)
+    return dep
+
+
+def licm(g: Graph) -> Graph:
+    """Loop-invariant code motion: body computations that read only invariants leave the loop."""
+
+    def fn(s: Node, items: list[Node]):
+        p = _parts(s)
+        order = toposort(p.body.outputs)
+        dep = _depends(order, {id(x) for x in [p.t] + p.carries + p.xs})
+        lift: list[Node] = []
+        seen: set[int] = set()
+        for n in order:
+            if dep[id(n)]:
+                for i in n.inputs:
+                    if not dep[id(i)] and i.op not in (Op.CONST, Op.PLACEHOLDER) and \
+                            id(i) not in seen:
+                        seen.add(id(i))
+                        lift.append(i)
+        for o in p.body.outputs:
+            if not dep[id(o)] and o.op not in (Op.CONST, Op.PLACEHOLDER) and id(o) not in seen:
+                seen.add(id(o))
+                lift.append(o)
+        if not lift:
+            return None
+        inv_map = {id(a): b for a, b in zip(p.invs, p.W)}
+        outer = substitute(lift, inv_map, ops.remake)
+        new_ph = [ops.placeholder(x.shape, x.dtype, role="inv") for x in lift]
+        outputs = substitute(p.body.outputs, {id(a): b for a, b in zip(lift, new_ph)},
+                             ops.remake)
+        invs = list(zip(p.invs, p.W)) + list(zip(new_ph, outer))
+        new = _rebuild_scan(p, list(zip(p.xs, p.X)), invs, outputs, None)
+        return {id(it): ops.item(new, it.attr("index")) for it in items}
+
+    return _scan_pass(g, fn)
+
+
+def _batchable(n: Node, inner: Node) -> bool:
+    return n.op in GroupOp.Elementwise or n.op in (Op.MATMUL, Op.SLICE, Op.CONCAT)
+
+
+def _batch(n: Node, env: dict[int, tuple[Node, bool]]) -> tuple[Node, bool] | None:
+    """Outer expression computing node n for all time steps at once (leading T axis)."""
+    ins = []
+    for i in n.inputs:
+        if id(i) not in env:
+            return None
+        ins.append(env[id(i)])
+    if not any(b for _, b in ins):
+        return ops.remake(n, [x for x, _ in ins]), False
+    if n.op in GroupOp.Elementwise:
+        rank = n.ndim
+        if any(not b and x.ndim > rank for x, b in ins):
+            return None
+        return ops.remake(n, [x for x, _ in ins]), True
+    if n.op is Op.MATMUL:
+        (a, ba), (w, bw) = ins
+        if not ba or bw:
+            return None
+        return ops.matmul(a, w), True
+    if n.op is Op.SLICE:
+        (x, _), = ins
+        return ops.slice_(x, n.attr("axis") + 1, n.attr("start"), n.attr("stop")), True
+    if n.op is Op.CONCAT and all(b for _, b in ins):
+        return ops.concat([x for x, _ in ins], n.attr("axis") + 1), True
+    return None
+
+
+def hoist(g: Graph) -> Graph:
+    """Move per-step work that does not depend on the carries out of the loop, batched over
+    time, when it contains a matmul: x_t @ W_x becomes ONE GEMM over [T, B, I] before the loop.
+    """
+
+    def fn(s: Node, items: list[Node]):
+        p = _parts(s)
+        order = toposort(p.body.outputs)
+        carry_dep = _depends(order, {id(x) for x in [p.t] + p.carries})
+        # concat([x_t, h]) @ K -> x_t @ K[:I] + h @ K[I:]: separates the hoistable part
+        split: dict[int, Node] = {}
+        for n in order:
+            if n.op is Op.MATMUL and n.inputs[0].op is Op.CONCAT and \
+                    n.inputs[0].attr("axis") == n.inputs[0].ndim - 1 and \
+                    not carry_dep[id(n.inputs[1])]:
+                parts = n.inputs[0].inputs
+                kinds = {carry_dep[id(q)] for q in parts}
+                if kinds == {True, False}:
+                    acc, off = None, 0
+                    for q in parts:
+                        d = q.shape[-1]
+                        term = ops.matmul(q, ops.slice_(n.inputs[1], 0, off, off + d))
+                        acc = term if acc is None else ops.add(acc, term)
+                        off += d
+                    split[id(n)] = acc
+        if split:
+            outs = substitute(p.body.outputs, split, ops.remake)
+            p.body = Graph(p.body.inputs, outs)
+            order = toposort(outs)
+            carry_dep = _depends(order, {id(x) for x in [p.t] + p.carries})
+        env: dict[int, tuple[Node, bool]] = {}
+        for a, b in zip(p.xs, p.X):
+            env[id(a)] = (b, True)
+        for a, b in zip(p.invs, p.W):
+            env[id(a)] = (b, False)
+        has_mm: dict[int, bool] = {}
+        for n in order:
+            if id(n) in env or n.op is Op.CONST:
+                if n.op is Op.CONST:
+                    env[id(n)] = (n, False)
+                has_mm[id(n)] = False
+                continue
+            has_mm[id(n)] = n.op is Op.MATMUL or any(has_mm.get(id(i), False) for i in n.inputs)
+            if not carry_dep[id(n)]:
+                r = _batch(n, env)
+                if r is not None:
+                    env[id(n)] = r
+        # frontier: batched, matmul-containing, x-dependent nodes read by carry-dependent ones
+        frontier: list[Node] = []
+        seen: set[int] = set()
+        for n in order:
+            if carry_dep[id(n)]:
+                for i in n.inputs:
+                    if id(i) in env and env[id(i)][1] and has_mm[id(i)] and \
+                            i.op is not Op.PLACEHOLDER and id(i) not in seen:
+                        seen.add(id(i))
+                        frontier.append(i)
+        for o in p.body.outputs:
+            if id(o) in env and env[id(o)][1] and has_mm[id(o)] and o.op is not Op.PLACEHOLDER \
+                    and id(o) not in seen:
+                seen.add(id(o))
+                frontier.append(o)
+        if not frontier:
+            return None
+        new_ph = [ops.placeholder(f.shape, f.dtype, role="x") for f in frontier]
+        outputs = substitute(p.body.outputs, {id(a): b for a, b in zip(frontier, new_ph)},
+                             ops.remake)
+        xs = list(zip(p.xs, p.X)) + [(ph, env[id(f)][0]) for ph, f in zip(new_ph, frontier)]
+        new = _rebuild_scan(p, xs, list(zip(p.invs, p.W)), outputs, None)
+        return {id(it): ops.item(new, it.attr("index")) for it in items}
+
+    return _scan_pass(g, fn)
+
+
+def sink(g: Graph) -> Graph:
+    """Per-step outputs `u_t @ W` (W invariant) leave the loop as ONE GEMM over all steps: the
+    loop emits u_t instead (in BPTT: dX = dZ @ W_x^T after the reverse loop)."""
+
+    def fn(s: Node, items: list[Node]):
+        p = _parts(s)
+        info = scan_info(s)
+        outs = list(p.body.outputs)
+        nc = info.n_carry
+        order = toposort(outs)
+        used_in_body: set[int] = set()
+        for n in order:
+            for i in n.inputs:
+                used_in_body.add(id(i))
+        inv_outer = {id(a): b for a, b in zip(p.invs, p.W)}
+        changes: dict[int, Node] = {}
+        for k in range(nc, len(outs)):
+            y = outs[k]
+            if y.op is Op.MATMUL and id(y) not in used_in_body and \
+                    id(y.inputs[1]) in inv_outer and all(o is not y for o in outs[:nc]):
+                changes[k] = y
+        if not changes:
+            return None
+        new_outs = [changes[k].inputs[0] if k in changes else o for k, o in enumerate(outs)]
+        new = _rebuild_scan(p, list(zip(p.xs, p.X)), list(zip(p.invs, p.W)), new_outs, None)
+        mapping = {}
+        for it in items:
+            k = it.attr("index")
+            r = ops.item(new, k)
+            if k in changes:
+                r = ops.matmul(r, inv_outer[id(changes[k].inputs[1])])
+            mapping[id(it)] = r
+        return mapping
+
+    return _scan_pass(g, fn)
+
+
+def dce(g: Graph) -> Graph:
+    """Drop scan outputs nobody reads, duplicate outputs, and body inputs the body ignores."""
+
+    def fn(s: Node, items: list[Node]):
+        p = _parts(s)
+        info = scan_info(s)
+        nc = info.n_carry
+        outs = list(p.body.outputs)
+        used = {it.attr("index") for it in items}
+        # keep carries (they feed each other); keep used ys, deduplicated
+        keep_ys: list[int] = []
+        alias: dict[int, int] = {}
+        for k in range(nc, len(outs)):
+            if k not in used:
+                continue
+            for j in keep_ys:
+                if outs[j] is outs[k]:
+                    alias[k] = j
+                    break
+            else:
+                keep_ys.append(k)
+        # a y that is just an x_t placeholder is the stacked input itself
+        passthrough: dict[int, Node] = {}
+        xs_outer = {id(a): b for a, b in zip(p.xs, p.X)}
+        for k in list(keep_ys):
+            if id(outs[k]) in xs_outer and s.attr("has_length") is not True:
+                passthrough[k] = xs_outer[id(outs[k])]
+                keep_ys.remove(k)
+        new_outs = outs[:nc] + [outs[k] for k in keep_ys]
+        reach = {id(n) for n in toposort(new_outs)}
+        xs = [(a, b) for a, b in zip(p.xs, p.X) if id(a) in reach]
+        invs = [(a, b) for a, b in zip(p.invs, p.W) if id(a) in reach]
+        if not xs and s.attr("length") is None:
+            # keep one xs so the trip count stays known
+            xs = [(p.xs[0], p.X[0])]
+        if len(new_outs) == len(outs) and len(xs) == len(p.xs) and len(invs) == len(p.invs):
+            return None
+        new = _rebuild_scan(p, xs, invs, new_outs, None)
+        pos = {k: nc + j for j, k in enumerate(keep_ys)}
+        mapping = {}
+        for it in items:
+            k = it.attr("index")
+            if k < nc:
+                mapping[id(it)] = ops.item(new, k)
+            elif k in passthrough:
+                mapping[id(it)] = passthrough[k]
+            else:
+                mapping[id(it)] = ops.item(new, pos[alias.get(k, k)])
+        return mapping
+
+    return _scan_pass(g, fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise fusion
+# ---------------------------------------------------------------------------------------------
+def _fusible(n: Node) -> bool:
+    return (n.op in GroupOp.Elementwise or n.op is Op.RANDOM_UNIFORM) and n.dtype is not None \
+        and n.shape != ()
+
+
+def _push_slices(x: Graph) -> Graph:
+    """slice(f(a, b)) -> f(slice(a), slice(b)) when every user of the elementwise f is a slice on
+    its last axis: the [B, 4H] gate pre-activation add then fuses into the per-gate loop."""
+    nodes = x.nodes
+    usr: dict[int, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            usr.setdefault(id(i), []).append(n)
+    out_ids = {id(o) for o in x.outputs}
+    mapping: dict[int, Node] = {}
+    for n in nodes:
+        if n.op is not Op.SLICE or n.attr("axis") != n.ndim - 1:
+            continue
+        src = n.inputs[0]
+        if src.op not in GroupOp.Elementwise or src.op is Op.CAST or id(src) in out_ids:
+            continue
+        if not all(u.op is Op.SLICE and u.attr("axis") == n.ndim - 1 for u in usr[id(src)]):
+            continue
+        parts = []
+        for i in src.inputs:
+            if i.ndim == 0 or i.shape[-1] == 1:
+                parts.append(i)
+            elif i.shape[-1] == src.shape[-1]:
+                parts.append(ops.slice_(i, i.ndim - 1, n.attr("start"), n.attr("stop")))
+            else:
+                break
+        else:
+            mapping[id(n)] = ops.remake(src, parts)
+    if not mapping:
+        return x
+    return Graph(x.inputs, substitute(x.outputs, mapping, ops.remake))
+
+
+def fuse_elementwise(g: Graph) -> Graph:
+    """Group connected elementwise ops of one iteration shape into FUSED nodes: all gate
+    arithmetic of a step becomes one loop nest. A FUSED node's body is an elementwise graph; its
+    results (the values used outside the group) are read with ITEM. Groups never form a cycle
+    through outside nodes."""
+
+    def transform(x: Graph) -> Graph:
+        x = map_graph(x, lambda n: n, transform)
+        for _ in range(8):
+            y = _push_slices(x)
+            if y is x:
+                break
+            x = simplify_graph_once(y)
+        nodes = x.nodes
+        parent: dict[int, int] = {}
+
+        def find(a: int) -> int:
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        gid: dict[int, int] = {}  # id(node) -> group key (the id of its first member)
+        shape_of: dict[int, tuple] = {}
+        ext: dict[int, set[int]] = {}  # group -> groups it reaches through outside nodes
+        deps: dict[int, set[int]] = {}  # id(node) -> groups it depends on (transitively)
+        for n in nodes:
+            d: set[int] = set()
+            for i in n.inputs:
+                d |= deps.get(id(i), set())
+                if id(i) in gid:
+                    d.add(find(gid[id(i)]))
+            if _fusible(n):
+                cands = []
+                for i in n.inputs:
+                    if id(i) in gid:
+                        gr = find(gid[id(i)])
+                        if shape_of[gr] == n.shape and gr not in cands:
+                            cands.append(gr)
+                # the node's dependencies through non-member inputs
+                target = None
+                for gr in cands:
+                    bad = False
+                    for i in n.inputs:
+                        if id(i) in gid and find(gid[id(i)]) == gr:
+                            continue
+                        reach = {find(q) for q in deps.get(id(i), set())}
+                        if id(i) in gid:
+                            reach.add(find(gid[id(i)]))
+                        if gr in {find(q) for q in reach} and not (
+                                id(i) in gid and find(gid[id(i)]) == gr):
+                            # i depends on gr through something outside gr
+                            if not (id(i) in gid and find(gid[id(i)]) in cands):
+                                bad = True
+                    if not bad:
+                        target = gr
+                        break
+                if target is None:
+                    target = id(n)
+                    parent[target] = target
+                    shape_of[target] = n.shape
+                    ext[target] = set()
+                gid[id(n)] = target
+                # merge other candidate groups that cannot form a cycle with target
+                for gr in cands:
+                    gr, tg = find(gr), find(target)
+                    if gr == tg:
+                        continue
+                    if tg in {find(q) for q in ext[gr]} or gr in {find(q) for q in ext[tg]}:
+                        continue
+                    parent[gr] = tg
+                    ext[tg] |= ext[gr]
+                tg = find(target)
+                for i in n.inputs:
+                    if not (id(i) in gid and find(gid[id(i)]) == tg):
+                        ext[tg] |= {find(q) for q in deps.get(id(i), set())}
+                        if id(i) in gid:
+                            ext[tg].add(find(gid[id(i)]))
+                ext[tg].discard(tg)
+            deps[id(n)] = d
+        members: dict[int, list[Node]] = {}
+        for n in nodes:
+            if id(n) in gid:
+                members.setdefault(find(gid[id(n)]), []).append(n)
+        groups = {k: v for k, v in members.items() if len(v) >= 2}
+        if not groups:
+            return x
+        vid = {id(n): k for k, v in groups.items() for n in v}
+        # build in a topological order of the contracted graph (each group one vertex)
+        out_ids = {id(o) for o in x.outputs}
+        usr: dict[int, list[Node]] = {}
+        for n in nodes:
+            for i in n.inputs:
+                usr.setdefault(id(i), []).append(n)
+        memo: dict[int, Node] = {}
+        done: set = set()
+        order: list = []
+
+        def vertex(n: Node):
+            return ("g", vid[id(n)]) if id(n) in vid else ("n", id(n))
+
+        by_id = {id(n): n for n in nodes}
+        preds: dict = {}
+        for n in nodes:
+            v = vertex(n)
+            ps = preds.setdefault(v, [])
+            for i in n.inputs:
+                w = vertex(i)
+                if w != v and w not in ps:
+                    ps.append(w)
+        for n in nodes:
+            stack = [(vertex(n), 0)]
+            if stack[0][0] in done:
+                continue
+            done.add(stack[0][0])
+            while stack:
+                v, k = stack[-1]
+                ps = preds.get(v, [])
+                if k < len(ps):
+                    stack[-1] = (v, k + 1)
+                    if ps[k] not in done:
+                        done.add(ps[k])
+                        stack.append((ps[k], 0))
+                else:
+                    stack.pop()
+                    order.append(v)
+        for kind, key in order:
+            if kind == "n":
+                n = by_id[key]
+                if n in x.inputs:
+                    memo[id(n)] = n
+                    continue
+                new_in = [memo[id(i)] for i in n.inputs]
+                memo[id(n)] = n if all(a is b for a, b in zip(new_in, n.inputs)) \
+                    else ops.remake(n, new_in)
+                continue
+            grp = groups[key]
+            ids = {id(m) for m in grp}
+            ext_in: list[Node] = []
+            seen: set[int] = set()
+            for m in grp:
+                for i in m.inputs:
+                    if id(i) not in ids and i.op is not Op.CONST and id(i) not in seen:
+                        seen.add(id(i))
+                        ext_in.append(i)
+            results = [m for m in grp if id(m) in out_ids or
+                       any(id(u) not in ids for u in usr.get(id(m), []))]
+            ph = [ops.placeholder(i.shape, i.dtype, role="in") for i in ext_in]
+            body_out = substitute(results, {id(a): b for a, b in zip(ext_in, ph)}, ops.remake)
+            f = ops.make(Op.FUSED, *[memo[id(i)] for i in ext_in], body=Graph(ph, body_out))
+            for k, r in enumerate(results):
+                memo[id(r)] = ops.item(f, k)
+        return Graph(x.inputs, [memo[id(o)] for o in x.outputs])
+
+    return transform(g)
+
+
+def _simplify_keep_matmul(n: Node) -> Node | None:
+    if n.op is Op.SLICE and n.inputs[0].op is Op.MATMUL:
+        return None  # one [B, 4H] GEMM beats four [B, H] ones inside the loop
+    return _simplify(n)
+
+
+def simplify_graph_once(g: Graph) -> Graph:
+    return rewrite(g, [_fold, _simplify_keep_matmul], max_iter=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------
+PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
+    ("fold_constants", fold_constants),
+    ("simplify", simplify),
+    ("cse", cse),
+    ("licm", licm),
+    ("hoist", hoist),
+    ("sink", sink),
+    ("simplify2", simplify),
+    ("licm2", licm),
+    ("dce", dce),
+    ("fuse_elementwise", fuse_elementwise),
+]
+
+
+@dataclass
+class OptimizeResult:
+    graph: Graph
+    stages: dict[str, Graph] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def report(self) -> str:
+        w = max(len(k) for k in self.timings) if self.timings else 4
+        return "\n".join(f"{k:<{w}}  {v * 1e3:8.2f} ms" for k, v in self.timings.items())
+
+
+def optimize(g: Graph, *, print_after: set[str] | str | None = None, verify: bool | None = None,
+             passes: list[tuple[str, Callable[[Graph], Graph]]] | None = None,
+             fuse: bool = True) -> OptimizeResult:
+    """Run the pipeline. print_after: pass names (or "all") whose output IR is printed;
+    also set by RNNCOMP_PRINT_AFTER=name,name. verify: run the verifier after every pass (also
+    RNNCOMP_VERIFY=1; tests always turn it on)."""
+    if print_after is None:
+        env = os.environ.get("RNNCOMP_PRINT_AFTER", "")
+        print_after = {s for s in env.split(",") if s}
+    elif isinstance(print_after, str):
+        print_after = {print_after}
+    if verify is None:
+        verify = os.environ.get("RNNCOMP_VERIFY", "") not in ("", "0")
+    res = OptimizeResult(g, {"traced": g})
+    for name, fn in passes or PIPELINE:
+        if name == "fuse_elementwise" and not fuse:
+            continue
+        t0 = time.perf_counter()
+        g = fn(g)
+        res.timings[name] = time.perf_counter() - t0
+        if verify:
+            verify_graph(g)
+        res.stages[name] = g
+        if "all" in print_after or name in print_after:
+            print(f"# --- after {name} ---")
+            print(g)
+    res.graph = g
+    return res
+
+
+def pass_names() -> list[str]:
+    return [n for n, _ in PIPELINE]
+
+
+__all__ = ["PIPELINE", "optimize", "OptimizeResult", "rewrite", "map_graph", "fold_constants",
+           "simplify", "cse", "licm", "hoist", "sink", "dce", "fuse_elementwise", "pass_names",
+           "DType"]

@@ -1,0 +1,340 @@
+"""Training: one optimizer step, an epoch loop with progress bars, checkpoints, truncated BPTT.
+
+    trainer = Trainer(model, loss_output="loss", optimizer=optim.Adam(1e-3), clip_norm=5.0)
+    params, opt_state, loss, gnorm = trainer.step(params, opt_state, {"X": x, "Y": y}, seed=0)
+    hist = trainer.fit(params, lambda epoch, rng: batches(...), epochs=10)
+    hist.params, hist[-1]["loss"]
+
+Everything is functional: parameters and optimizer state are flat dicts of arrays, passed in and
+returned, never mutated. The full training state (params, optimizer state, epoch, step counter,
+data-shuffling RNG) is a `TrainState`, which `save_checkpoint` writes atomically and `restore`
+reads back, so an interrupted run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint, optim
+from .grad import output_index, tbptt_value_and_grad, value_and_grad
+
+__all__ = ["Trainer", "TrainState", "History", "step_seed"]
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The dropout seed of one training step: a fixed mix of (run seed, global step)."""
+    return int((int(seed) * 0x9E3779B1 + int(step) * 0x85EBCA77 + 0x27D4EB2F) % (2**63 - 1))
+
+
+@dataclass
+class TrainState:
+    """Everything needed to continue training exactly: params, optimizer state, the number of
+    finished epochs and steps, and the generator that data_iter_fn shuffles with."""
+
+    params: dict[str, np.ndarray]
+    opt_state: dict[str, np.ndarray]
+    epoch: int = 0
+    step: int = 0
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+
+class History(list):
+    """Per-epoch metric dicts (epoch, loss, grad_norm, time, steps and eval_fn's metrics), with
+    the final `state` (and its `params`, `opt_state`) attached."""
+
+    state: TrainState
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self.state.params
+
+    @property
+    def opt_state(self) -> dict[str, np.ndarray]:
+        return self.state.opt_state
+
+    def metric(self, name: str) -> list[Any]:
+        return [row.get(name) for row in self]
+
+
+class Trainer:
+    """Gradient steps on one scalar output of a Model.
+
+    loss_output: which output is the loss (int index, dict key or path; see Model.grad_graph).
+    optimizer: an rnncomp.optim optimizer (default Adam(1e-3)).
+    clip_norm: rescale gradients to this global norm (tf.clip_by_global_norm) if larger.
+    clip_value: clip every gradient element to [-clip_value, clip_value] (after clip_norm).
+    wrt: the parameters trained (default: every trainable parameter).
+    backend: "interp" (reference interpreter) or a compiled backend ("cpu", "cuda").
+    """
+
+    def __init__(self, model: Any, loss_output: int | str | Sequence = 0,
+                 optimizer: optim.Optimizer | None = None, clip_norm: float | None = None,
+                 clip_value: float | None = None, backend: str = "interp",
+                 wrt: Sequence[str] | None = None, training: bool = True):
+        self.model = model
+        self.loss_output = loss_output
+        output_index(model, loss_output)  # fail early on a bad selector
+        self.optimizer = optimizer if optimizer is not None else optim.Adam(1e-3)
+        if not isinstance(self.optimizer, optim.Optimizer):
+            raise TypeError(f"optimizer: expected an rnncomp.optim optimizer, received "
+                            f"{type(self.optimizer).__name__}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise ValueError(f"clip_norm: expected a positive number, received {clip_norm!r}")
+        if clip_value is not None and not clip_value > 0:
+            raise ValueError(f"clip_value: expected a positive number, received {clip_value!r}")
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.clip_value = None if clip_value is None else float(clip_value)
+        self.backend = backend
+        self.wrt = list(wrt) if wrt is not None else \
+            [n for n, s in model.param_specs.items() if s.trainable]
+        unknown = [w for w in self.wrt if w not in model.param_specs]
+        if unknown:
+            raise KeyError(f"wrt: {unknown} are not parameters of the model")
+        self.training = bool(training)
+
+    # -- configuration ------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """JSON-able trainer settings (stored in checkpoints)."""
+        lo = self.loss_output
+        return {"loss_output": list(lo) if isinstance(lo, tuple) else lo,
+                "optimizer": self.optimizer.config(), "clip_norm": self.clip_norm,
+                "clip_value": self.clip_value, "backend": self.backend, "wrt": self.wrt,
+                "training": self.training}
+
+    def init(self, params: Mapping[str, np.ndarray], seed: int = 0) -> TrainState:
+        """A fresh TrainState: zero optimizer state, epoch 0, a data RNG seeded with `seed`."""
+        params = self.model.check_params(params)
+        return TrainState(params, self.optimizer.init({n: params[n] for n in self.wrt}), 0, 0,
+                          np.random.default_rng(seed))
+
+    # -- one step -----------------------------------------------------------------------------
+    def _clip(self, grads: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        if self.clip_norm is not None:
+            grads, norm = optim.clip_by_global_norm(grads, self.clip_norm)
+        else:
+            norm = optim.global_norm(grads)
+        if self.clip_value is not None:
+            grads = optim.clip_by_value(grads, -self.clip_value, self.clip_value)
+        return grads, norm
+
+    def _apply(self, params, opt_state, grads):
+        grads, norm = self._clip(grads)
+        trained = {n: params[n] for n in self.wrt}
+        new, opt_state = self.optimizer.update(trained, grads, opt_state)
+        out = dict(params)
+        out.update(new)
+        return out, opt_state, norm
+
+    def step(self, params: Mapping[str, np.ndarray], opt_state: Mapping[str, np.ndarray],
+             batch_inputs: Mapping[str, Any], seed: int = 0
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float, float]:
+        """One optimizer step on one batch: (new params, new opt state, loss, grad norm).
+
+        The loss is the value before the update; the grad norm is the global norm before
+        clipping. Dropout is active (training mode) with masks from `seed`.
+        """
+        params = self.model.check_params(params)
+        outs, grads = value_and_grad(self.model, params, wrt=self.wrt, output=self.loss_output,
+                                     training=self.training, seed=seed, backend=self.backend,
+                                     **batch_inputs)
+        loss = float(_select(self.model, outs, self.loss_output))
+        params, opt_state, norm = self._apply(params, opt_state, grads)
+        return params, opt_state, loss, norm
+
+    def tbptt_step(self, params: Mapping[str, np.ndarray], opt_state: Mapping[str, np.ndarray],
+                   batch_inputs: Mapping[str, Any], *, k: int, state: Mapping[str, Any],
+                   seq_inputs: Sequence[str], initial_state: Mapping[str, Any] | None = None,
+                   seed: int = 0, update_every_chunk: bool = False, reduce: str = "sum",
+                   length_input: str | None = None, time_axis: int = 1):
+        """Truncated BPTT on one batch of long sequences, in chunks of k steps.
+
+        The model is written for one chunk (state inputs in, final state among the outputs;
+        see rnncomp.grad.tbptt_value_and_grad for `state`, `seq_inputs`, `reduce`). With
+        update_every_chunk=False the chunk gradients are summed into one update; with True the
+        parameters are updated after every chunk (the classic TBPTT(k, k) schedule) and later
+        chunks run with the updated parameters.
+
+        Returns (params, opt_state, loss, grad_norm, final state dict) where loss and grad_norm
+        are summed / the last norm in the per-chunk schedule.
+        """
+        params = self.model.check_params(params)
+        kw = dict(state=state, seq_inputs=seq_inputs, loss_output=self.loss_output,
+                  wrt=self.wrt, time_axis=time_axis, length_input=length_input, reduce=reduce,
+                  training=self.training, seed=seed, backend=self.backend)
+        if not update_every_chunk:
+            loss, grads, final = tbptt_value_and_grad(self.model, params, batch_inputs, k=k,
+                                                      initial_state=initial_state, **kw)
+            params, opt_state, norm = self._apply(params, opt_state, grads)
+            return params, opt_state, loss, norm, final
+        arrays = {n: np.asarray(v) for n, v in batch_inputs.items()}
+        T = arrays[seq_inputs[0]].shape[time_axis]
+        cur = initial_state
+        total, norm = 0.0, 0.0
+        for start in range(0, T, k):
+            stop = min(start + k, T)
+            chunk = dict(arrays)
+            for n in seq_inputs:
+                idx = [slice(None)] * arrays[n].ndim
+                idx[time_axis] = slice(start, stop)
+                chunk[n] = arrays[n][tuple(idx)]
+            if length_input is not None:
+                ln = arrays[length_input]
+                chunk[length_input] = np.clip(ln - start, 0, stop - start).astype(ln.dtype)
+            loss, grads, cur = tbptt_value_and_grad(self.model, params, chunk, k=stop - start,
+                                                    initial_state=cur,
+                                                    **{**kw, "length_input": None,
+                                                       "seed": step_seed(seed, start)})
+            params, opt_state, norm = self._apply(params, opt_state, grads)
+            total += loss
+        return params, opt_state, total, norm, cur
+
+    # -- epochs -------------------------------------------------------------------------------
+    def fit(self, params: Mapping[str, np.ndarray] | TrainState,
+            data_iter_fn: Callable[[int, np.random.Generator], Iterable[Mapping[str, Any]]],
+            epochs: int, progress: bool = True,
+            eval_fn: Callable[[dict[str, np.ndarray]], Mapping[str, Any]] | None = None, *,
+            seed: int = 0, checkpoint_path: str | None = None,
+            on_epoch_end: Callable[[TrainState, dict], None] | None = None) -> History:
+        """Train until `epochs` epochs are done in total; returns the History.
+
+        params: initial parameters, or a TrainState (e.g. from `restore`) to continue from.
+        data_iter_fn(epoch, rng): the batches of one epoch, dicts of model inputs; shuffle with
+            `rng` (the TrainState's generator) so that a restored run sees the same batches.
+        epochs: the total number of epochs; a TrainState that has done e epochs runs e..epochs-1.
+        progress: tqdm bars (epochs and steps), shown only when stderr is a terminal.
+        eval_fn(params) -> {metric: value}: called after each epoch, merged into its row.
+        seed: the run seed (data RNG of a fresh state; dropout seeds mix it with the step).
+        checkpoint_path: if given, the TrainState is saved there (atomically) after each epoch.
+        """
+        if isinstance(params, TrainState):
+            state = params
+        else:
+            state = self.init(params, seed)
+        state.params = self.model.check_params(state.params)
+        hist = History()
+        bar = _bar(progress, total=epochs, initial=state.epoch, desc="epochs", unit="epoch")
+        try:
+            while state.epoch < epochs:
+                t0 = time.perf_counter()
+                losses, norms = [], []
+                inner = _bar(progress, desc=f"epoch {state.epoch + 1}", unit="batch",
+                             leave=False)
+                try:
+                    for batch in data_iter_fn(state.epoch, state.rng):
+                        p, o, loss, norm = self.step(state.params, state.opt_state, batch,
+                                                     seed=step_seed(seed, state.step))
+                        state.params, state.opt_state = p, o
+                        state.step += 1
+                        losses.append(loss)
+                        norms.append(norm)
+                        if inner is not None:
+                            inner.update(1)
+                            inner.set_postfix(loss=f"{loss:.4g}")
+                finally:
+                    if inner is not None:
+                        inner.close()
+                state.epoch += 1
+                row: dict[str, Any] = {
+                    "epoch": state.epoch,
+                    "loss": float(np.mean(losses)) if losses else math.nan,
+                    "grad_norm": float(np.mean(norms)) if norms else math.nan,
+                    "steps": len(losses),
+                    "time": time.perf_counter() - t0,
+                }
+                if eval_fn is not None:
+                    row.update(dict(eval_fn(state.params)))
+                hist.append(row)
+                if checkpoint_path is not None:
+                    self.save_checkpoint(checkpoint_path, state)
+                if on_epoch_end is not None:
+                    on_epoch_end(state, row)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
+                                     for k, v in row.items() if k not in ("epoch", "steps")})
+        finally:
+            if bar is not None:
+                bar.close()
+        hist.state = state
+        return hist
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def save_checkpoint(self, path: str, state: TrainState | Mapping[str, np.ndarray],
+                        opt_state: Mapping[str, np.ndarray] | None = None, *, epoch: int = 0,
+                        step: int = 0, rng: np.random.Generator | None = None,
+                        extra: Any = None) -> None:
+        """Atomically write params, optimizer state, trainer/optimizer config, epoch, step and
+        the RNG state to `path` (a crash mid-save leaves the previous file intact)."""
+        if not isinstance(state, TrainState):
+            state = TrainState(dict(state), dict(opt_state or {}), epoch, step,
+                               rng if rng is not None else np.random.default_rng(0))
+        meta = {"kind": "rnncomp.train", "trainer": self.config(), "epoch": int(state.epoch),
+                "step": int(state.step), "rng": _rng_state(state.rng), "extra": extra,
+                "model": getattr(self.model, "name", None)}
+        checkpoint.save(path, state.params, state.opt_state, meta)
+
+    def restore(self, path: str) -> TrainState:
+        """Read a checkpoint written by save_checkpoint (parameters are checked against the
+        model's) and return the TrainState to pass to `fit`."""
+        ck = checkpoint.load(path, expect_params={n: np.zeros(s.shape, s.dtype.np)
+                                                  for n, s in self.model.param_specs.items()})
+        meta = ck.metadata or {}
+        if meta.get("kind") != "rnncomp.train":
+            raise checkpoint.CheckpointError(f"{path}: not a checkpoint written by "
+                                             f"Trainer.save_checkpoint")
+        saved_opt = meta.get("trainer", {}).get("optimizer")
+        if saved_opt is not None and saved_opt != self.optimizer.config():
+            raise checkpoint.CheckpointError(
+                f"{path}: saved with optimizer {saved_opt}, this trainer uses "
+                f"{self.optimizer.config()}; build the Trainer with "
+                f"optim.from_config(...) of the saved config to continue")
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng"]
+        return TrainState(dict(ck.params), dict(ck.opt_state or {}), int(meta["epoch"]),
+                          int(meta["step"]), rng)
+
+
+def _select(model: Any, outs: Any, sel: Any) -> Any:
+    """The leaf of the output pytree picked by `sel` (same rules as rnncomp.grad.output_index)."""
+    from .trace import flatten
+
+    flat, _ = flatten(outs)
+    return flat[output_index(model, sel)]
+
+
+def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+    st = rng.bit_generator.state
+    return _jsonable(st)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _bar(progress: bool, **kw: Any):
+    """A tqdm bar, or None when progress is off, stderr is not a terminal or tqdm is absent."""
+    if not progress:
+        return None
+    try:
+        if not sys.stderr.isatty():
+            return None
+    except (AttributeError, ValueError):
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is optional
+        return None
+    return tqdm(**kw)
