@@ -218,13 +218,13 @@ def greedy_decode(run, enc, step, params, src, src_len, max_len: int) -> list[st
 
 def main(argv=None):
     p = C.parser(__doc__.split("\n\n")[0],
-                 "Defaults: GRU encoder and decoder of 128 units, embeddings of 32, 2500\n"
+                 "Defaults: GRU encoder and decoder of 128 units, embeddings of 32, 2000\n"
                  "iterations of batch 64 (teacher forcing), Adam 0.003 with clipping; about a\n"
                  "minute on 2 cores. Exact-match accuracy is measured on 1000 held-out dates.")
     p.add_argument("--cell", choices=("gru", "lstm"), default="gru", help="default gru")
     p.add_argument("--units", type=int, default=128, help="default 128")
     p.add_argument("--embedding", type=int, default=32, help="embedding size (default 32)")
-    p.add_argument("--iterations", type=int, default=2500, help="training steps (default 2500)")
+    p.add_argument("--iterations", type=int, default=2000, help="training steps (default 2000)")
     p.add_argument("--batch-size", type=int, default=64, help="default 64")
     p.add_argument("--lr", type=float, default=0.003, help="Adam learning rate (default 0.003)")
     p.add_argument("--clip", type=float, default=5.0, help="global-norm clipping (default 5)")

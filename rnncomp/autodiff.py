@@ -294,13 +294,20 @@ def vjp(outputs: Sequence[Node], seeds: Sequence[Node | None],
 
 
 def grad_graph(graph: Graph, loss_index: int = 0, wrt: Sequence[str] | None = None,
-               extra_outputs: bool = True) -> Graph:
+               extra_outputs: bool = True, preoptimize: bool = False) -> Graph:
     """A graph computing the forward outputs and d(outputs[loss_index])/d(wrt).
 
     The loss must be a float scalar. `wrt` names parameters and/or inputs (default: every
     parameter). Outputs: the forward outputs (if extra_outputs) then one gradient per wrt name
     (zeros if the loss does not depend on it).
     """
+    if preoptimize:
+        # Optimize the forward graph first (the input projection leaves the loop as one GEMM):
+        # its VJP is then one GEMM for dW_x and one for dX outside the reverse loop, and the
+        # loop saves only what the recurrent part needs.
+        from .passes import FORWARD_PIPELINE, optimize
+
+        graph = optimize(graph, passes=FORWARD_PIPELINE).graph
     loss = graph.outputs[loss_index]
     if loss.shape != () or not _is_float(loss):
         raise AutodiffError(f"the loss (output {loss_index}) must be a float scalar, received "

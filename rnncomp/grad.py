@@ -101,15 +101,15 @@ def _check_wrt(model: Any, wrt: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def model_grad_graph(model: Any, output: int | str | Sequence = 0,
-                     wrt: Sequence[str] | None = None) -> Graph:
+                     wrt: Sequence[str] | None = None, preoptimize: bool = False) -> Graph:
     """The graph (model inputs) -> (forward outputs..., d output / d wrt ...), cached on the
     model. `wrt` defaults to every trainable parameter."""
     idx = output_index(model, output)
     names = _check_wrt(model, wrt)
     cache = model.__dict__.setdefault("_grad_graphs", {})
-    key = (idx, names)
+    key = (idx, names, preoptimize)
     if key not in cache:
-        cache[key] = _grad_graph(model.graph, idx, list(names))
+        cache[key] = _grad_graph(model.graph, idx, list(names), preoptimize=preoptimize)
     return cache[key]
 
 
@@ -138,7 +138,8 @@ def value_and_grad(model: Any, params: Mapping[str, Any], *, wrt: Sequence[str] 
     of their parameter or input. `training` and `seed` set the dropout mode and masks exactly
     as in `model(...)`, so the gradient is the gradient of the very function that was run.
     """
-    g = model_grad_graph(model, output, wrt)
+    # compiled backends get the forward graph optimized before differentiation
+    g = model_grad_graph(model, output, wrt, preoptimize=backend != "interp")
     names = _check_wrt(model, wrt)
     args = model.arguments(params, inputs, training, seed)
     outs = run_graph(model, g, args, backend, check_finite)

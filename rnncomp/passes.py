@@ -766,6 +766,12 @@ PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
 ]
 
 
+# the part of the pipeline that runs on a forward graph before autodiff (no fusion: autodiff
+# differentiates ordinary ops)
+FORWARD_PIPELINE = [p for p in PIPELINE if p[0] in ("fold_constants", "simplify", "cse", "licm",
+                                                     "hoist", "dce")]
+
+
 @dataclass
 class OptimizeResult:
     graph: Graph

@@ -124,7 +124,7 @@ def render(graph: Graph, fn_name: str = "kernel") -> str:
         *em.const_defs(),
         "",
         "",
-        "@njit(cache=True, error_model='numpy', nogil=True)",
+        "@njit(cache=True, error_model='numpy', nogil=True, fastmath={'contract', 'arcp', 'afn'})",
         f"def {fn_name}({', '.join(args)}):",
         *prologue,
         *body,

@@ -292,6 +292,7 @@ def tanh_f64(x):
     p = p * x2 + _T64_C5
     p = p * x2 + _T64_C3
     p = x + x * (x2 * p)
+    p = x if x == _F64(0.0) else p        # keep the sign of -0.0
     return p if a < _T_SMALL64 else t
 
 
