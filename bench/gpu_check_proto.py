@@ -57,11 +57,11 @@ os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")
 
 import numpy as np  # noqa: E402
 
-from backends.cuda import compat  # noqa: E402
+from rnncomp.backends.cuda import compat  # noqa: E402
 
 compat.ensure_numpy_compat()
 import proto_cuda_lstm as pl  # noqa: E402
-from backends.cuda import proto_kernels as pk  # noqa: E402
+from rnncomp.backends.cuda import proto_kernels as pk  # noqa: E402
 
 T0 = time.time()
 ROWS: list[dict] = []

@@ -38,7 +38,7 @@ if _ROOT not in sys.path:
 import numpy as np  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
-from backends.cpu import fastmath as fm  # noqa: E402
+from rnncomp.backends.cpu import fastmath as fm  # noqa: E402
 
 FM = fm.KERNEL_FASTMATH
 JIT = dict(error_model="numpy", fastmath=FM, cache=True, nogil=True)

@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("CUPY_TF32", "0")  # full fp32 GEMMs (TF32 off), as the targets require
 os.environ.setdefault("NUMBA_CUDA_ARRAY_INTERFACE_SYNC", "0")  # no stream syncs during capture
 
-from backends.cuda import compat  # noqa: E402
-from backends.cuda import proto_kernels as pk  # noqa: E402
+from rnncomp.backends.cuda import compat  # noqa: E402
+from rnncomp.backends.cuda import proto_kernels as pk  # noqa: E402
 
 from numba import cuda  # noqa: E402
 

@@ -82,19 +82,31 @@ def _augment(scan: Node, new_inputs: Sequence[Node]) -> tuple[Node, _ScanVJP]:
     free_ph = {id(n) for n in body.inputs[:1]} | \
         {id(n) for n in body.inputs[1 + info.n_carry:]}  # t, x_t and invariants
     bwd_roots = [g for g in grads if g is not None]
+    # values computed from invariants only are recomputed by the backward body (and leave it
+    # again by LICM): saving them per step would store a weight matrix T times
+    per_step_ph = {id(n) for n in body.inputs[:1 + info.n_carry + info.n_xs]}
+    varies: dict[int, bool] = {}
+    for n in toposort(list(prim_outs) + list(body.inputs)):
+        varies[id(n)] = id(n) in per_step_ph or any(varies.get(id(i), False) for i in n.inputs)
+
+    def is_residual(x: Node) -> bool:
+        return id(x) in prim_ids and id(x) not in free_ph and x.op is not Op.CONST and \
+            varies.get(id(x), True)
+
     residuals: list[Node] = []
     seen: set[int] = set()
     for n in toposort(bwd_roots):
+        if id(n) in prim_ids and not is_residual(n) and id(n) not in free_ph and \
+                n.op is not Op.CONST and not varies.get(id(n), True):
+            continue  # an invariant-only primal value: recomputed, its inputs are not residuals
         if id(n) in prim_ids:
             continue
         for i in n.inputs:
-            if id(i) in prim_ids and id(i) not in free_ph and i.op is not Op.CONST \
-                    and id(i) not in seen:
+            if is_residual(i) and id(i) not in seen:
                 seen.add(id(i))
                 residuals.append(i)
     for g in bwd_roots:
-        if id(g) in prim_ids and id(g) not in free_ph and g.op is not Op.CONST \
-                and id(g) not in seen:
+        if is_residual(g) and id(g) not in seen:
             seen.add(id(g))
             residuals.append(g)
     res_ph = [ops.placeholder(r.shape, r.dtype, role="res") for r in residuals]

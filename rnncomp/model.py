@@ -117,8 +117,9 @@ class Model:
         for name, spec in self.param_specs.items():
             rng = np.random.default_rng([int(seed), zlib.crc32(name.encode())])
             init = initializers.get(spec.init)
-            out[name] = np.ascontiguousarray(init(spec.shape, spec.dtype.np, rng),
-                                             dtype=spec.dtype.np)
+            # np.asarray(order="C"), not ascontiguousarray: that turns 0-d arrays into 1-d ones
+            out[name] = np.asarray(init(spec.shape, spec.dtype.np, rng), dtype=spec.dtype.np,
+                                   order="C")
         return out
 
     def check_params(self, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -126,7 +127,9 @@ class Model:
             raise TypeError(f"params: expected a dict of arrays, received {type(params).__name__}")
         missing = [k for k in self.param_specs if k not in params]
         if missing:
-            raise InputError(f"params: missing {len(missing)} parameter(s): {', '.join(missing)}")
+            extra = [k for k in params if k not in self.param_specs]
+            raise InputError(f"params: missing {len(missing)} parameter(s): {', '.join(missing)}"
+                             + (f" (unexpected: {', '.join(map(str, extra))})" if extra else ""))
         out = {}
         for name, spec in self.param_specs.items():
             a = np.asarray(params[name])
@@ -137,7 +140,7 @@ class Model:
                 if not np.issubdtype(a.dtype, np.floating):
                     raise InputError(f"params[{name!r}]: expected {spec.dtype}, received {a.dtype}")
                 a = a.astype(spec.dtype.np)
-            out[name] = np.ascontiguousarray(a)
+            out[name] = np.asarray(a, order="C")
         return out
 
     # -- inputs -------------------------------------------------------------------------------
@@ -168,8 +171,9 @@ class Model:
         for sym, v in ctx.dims.items():
             if v == 0:
                 who = [n.name for n in self.graph.inputs if n.op is Op.INPUT and sym in n.shape]
+                what = {"B": "batch instance", "T": "time step"}.get(sym, "element")
                 raise InputError(f"input {who[0]!r}: dimension {sym} is 0; rnncomp needs at least "
-                                 f"one {'batch instance' if sym == 'B' else 'element'} ({sym} >= 1)")
+                                 f"one {what} ({sym} >= 1)")
         for chk in self.checks:
             self._run_check(chk, out, ctx)
         return out, dict(ctx.dims)
@@ -269,4 +273,4 @@ def _convert(name: str, value: Any, node: Node) -> np.ndarray:
             raise InputError(f"input {name!r}: expected {node.dtype} values, received {a.dtype}"
                              + (" (lengths and labels must be integers)" if node.dtype.is_int
                                 else ""))
-    return np.ascontiguousarray(a)
+    return np.asarray(a, order="C")  # C order; 0-d stays 0-d (unlike np.ascontiguousarray)

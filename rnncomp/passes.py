@@ -596,7 +596,8 @@ def fuse_elementwise(g: Graph) -> Graph:
                 break
             x = simplify_graph_once(y)
         nodes = x.nodes
-        parent: dict[int, int] = {}
+        fus = [n for n in nodes if _fusible(n)]
+        parent: dict[int, int] = {id(n): id(n) for n in fus}
 
         def find(a: int) -> int:
             while parent[a] != a:
@@ -604,64 +605,46 @@ def fuse_elementwise(g: Graph) -> Graph:
                 a = parent[a]
             return a
 
-        gid: dict[int, int] = {}  # id(node) -> group key (the id of its first member)
-        shape_of: dict[int, tuple] = {}
-        ext: dict[int, set[int]] = {}  # group -> groups it reaches through outside nodes
-        deps: dict[int, set[int]] = {}  # id(node) -> groups it depends on (transitively)
-        for n in nodes:
-            d: set[int] = set()
+        def acyclic() -> bool:
+            # Kahn's algorithm on the graph with each group contracted to one vertex
+            def vert(n: Node) -> int:
+                return find(id(n)) if id(n) in parent else id(n)
+
+            indeg: dict[int, int] = {}
+            succ: dict[int, set[int]] = {}
+            for n in nodes:
+                v = vert(n)
+                indeg.setdefault(v, 0)
+                for i in n.inputs:
+                    w = vert(i)
+                    if w != v and v not in succ.setdefault(w, set()):
+                        succ[w].add(v)
+                        indeg[v] = indeg.get(v, 0) + 1
+            ready = [v for v, d in indeg.items() if d == 0]
+            seen = 0
+            while ready:
+                v = ready.pop()
+                seen += 1
+                for w in succ.get(v, ()):
+                    indeg[w] -= 1
+                    if indeg[w] == 0:
+                        ready.append(w)
+            return seen == len(indeg)
+
+        gid: dict[int, int] = {}
+        for n in fus:
             for i in n.inputs:
-                d |= deps.get(id(i), set())
-                if id(i) in gid:
-                    d.add(find(gid[id(i)]))
-            if _fusible(n):
-                cands = []
-                for i in n.inputs:
-                    if id(i) in gid:
-                        gr = find(gid[id(i)])
-                        if shape_of[gr] == n.shape and gr not in cands:
-                            cands.append(gr)
-                # the node's dependencies through non-member inputs
-                target = None
-                for gr in cands:
-                    bad = False
-                    for i in n.inputs:
-                        if id(i) in gid and find(gid[id(i)]) == gr:
-                            continue
-                        reach = {find(q) for q in deps.get(id(i), set())}
-                        if id(i) in gid:
-                            reach.add(find(gid[id(i)]))
-                        if gr in {find(q) for q in reach} and not (
-                                id(i) in gid and find(gid[id(i)]) == gr):
-                            # i depends on gr through something outside gr
-                            if not (id(i) in gid and find(gid[id(i)]) in cands):
-                                bad = True
-                    if not bad:
-                        target = gr
-                        break
-                if target is None:
-                    target = id(n)
-                    parent[target] = target
-                    shape_of[target] = n.shape
-                    ext[target] = set()
-                gid[id(n)] = target
-                # merge other candidate groups that cannot form a cycle with target
-                for gr in cands:
-                    gr, tg = find(gr), find(target)
-                    if gr == tg:
+                if id(i) in parent and i.shape == n.shape:
+                    a, b = find(id(i)), find(id(n))
+                    if a == b:
                         continue
-                    if tg in {find(q) for q in ext[gr]} or gr in {find(q) for q in ext[tg]}:
-                        continue
-                    parent[gr] = tg
-                    ext[tg] |= ext[gr]
-                tg = find(target)
-                for i in n.inputs:
-                    if not (id(i) in gid and find(gid[id(i)]) == tg):
-                        ext[tg] |= {find(q) for q in deps.get(id(i), set())}
-                        if id(i) in gid:
-                            ext[tg].add(find(gid[id(i)]))
-                ext[tg].discard(tg)
-            deps[id(n)] = d
+                    saved = dict(parent)
+                    parent[b] = a
+                    if not acyclic():
+                        parent.clear()
+                        parent.update(saved)
+        for n in fus:
+            gid[id(n)] = find(id(n))
         members: dict[int, list[Node]] = {}
         for n in nodes:
             if id(n) in gid:
@@ -769,7 +752,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
 # the part of the pipeline that runs on a forward graph before autodiff (no fusion: autodiff
 # differentiates ordinary ops)
 FORWARD_PIPELINE = [p for p in PIPELINE if p[0] in ("fold_constants", "simplify", "cse", "licm",
-                                                     "hoist", "dce")]
+                                                     "hoist", "licm2", "dce")]
 
 
 @dataclass

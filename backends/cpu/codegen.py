@@ -76,6 +76,7 @@ class Block:
         self.pre = pre
         self.pre_indent = pre_indent
         self.direct: dict[tuple[int, int], str] = {}  # (id(fused), k) -> ys row to write into
+        self.concat_into: dict[tuple[int, int], tuple[Node, int]] = {}  # -> (concat, offset)
 
     def emit(self, s: str) -> None:
         self.lines.append(" " * self.indent + s)
@@ -135,6 +136,18 @@ def render(graph: Graph, fn_name: str = "kernel") -> str:
 
 
 def _emit_graph(graph: Graph, em: Emitter, names: dict[int, str], blk: Block) -> None:
+    # fused results gathered by a concat on the last axis are stored straight into the
+    # concat's buffer (the cell's gate cotangents -> one [B, 4H] array, no copy)
+    for n in graph.nodes:
+        if n.op is Op.CONCAT and n.attr("axis") == n.ndim - 1 and all(
+                i.op is Op.ITEM and i.inputs[0].op is Op.FUSED for i in n.inputs) and \
+                len({id(i) for i in n.inputs}) == len(n.inputs):
+            off = 0
+            for i in n.inputs:
+                key = (id(i.inputs[0]), i.attr("index"))
+                if key not in blk.concat_into:
+                    blk.concat_into[key] = (n, off)
+                off += i.shape[-1]
     for n in graph.nodes:
         if id(n) in names:
             continue
@@ -162,20 +175,34 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
     if op is Op.FUSED:
         body: Graph = n.attr("body")
         outs = []
+        offsets = []
         for k, o in enumerate(body.outputs):
             v = em.fresh("f")
             direct = blk.direct.get((id(n), k))
+            target = blk.concat_into.get((id(n), k))
+            off = 0
             if _is_scalar(o):
                 pass
+            elif target is not None:
+                cat, off = target
+                if id(cat) not in names:
+                    names[id(cat)] = em.fresh("v")
+                    blk.alloc(f"{names[id(cat)]} = np.empty({em.shape(cat.shape)}, "
+                              f"{NP_DT[cat.dtype]})")
+                v = names[id(cat)]
             elif direct is not None:
                 blk.emit(f"{v} = {direct}")
             else:
                 blk.alloc(f"{v} = np.empty({em.shape(o.shape)}, {NP_DT[o.dtype]})")
             outs.append(v)
+            offsets.append(off)
         order = [x for x in toposort(body.outputs) if x.op not in (Op.PLACEHOLDER, Op.CONST)]
         leaf_of = {id(p): (s, i) for p, s, i in zip(body.inputs, ins, n.inputs)}
-        _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk)
-        names[id(n)] = outs  # type: ignore[assignment]
+        _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets)
+        names[id(n)] = [o if not off and (id(n), k) not in blk.concat_into
+                        else f"{o}[{', '.join([':'] * (body.outputs[k].ndim - 1))}, "
+                             f"{off}:{off + body.outputs[k].shape[-1]}]"
+                        for k, (o, off) in enumerate(zip(outs, offsets))]  # type: ignore
         return
     v = em.fresh()
     names[id(n)] = v
@@ -235,6 +262,10 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         idx = ", ".join([":"] * ax + [f"{s}:{s + d}"])
         blk.alloc(f"{v} = np.zeros({sh}, {dt})")
         blk.emit(f"{v}[{idx}] = {x}")
+        return
+    if op is Op.CONCAT and all((id(i.inputs[0]), i.attr("index")) in blk.concat_into
+                               for i in n.inputs if i.op is Op.ITEM) and \
+            all(i.op is Op.ITEM for i in n.inputs) and id(n) in names:
         return
     if op is Op.CONCAT:
         ax = n.attr("axis")
@@ -336,7 +367,8 @@ def _scalar_expr(n: Node, args: list[str], em: Emitter, flat_index: str) -> str:
 
 
 def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_nodes: list[Node],
-               outs: list[str], em: Emitter, blk: Block) -> None:
+               outs: list[str], em: Emitter, blk: Block, offsets: list[int] | None = None,
+               ) -> None:
     """One loop nest over the iteration shape computing every node of `order` as scalar code;
     `leaf_of` maps the group's inputs to (expression, outer node) for broadcasting loads."""
     shape = out_nodes[0].shape
@@ -378,10 +410,14 @@ def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_node
         t = em.fresh("e")
         lines.append(" " * inner + f"{t} = {_scalar_expr(node, args, em, flat)}")
         vals[id(node)] = t
-    for o, dst in zip(out_nodes, outs):
+    for k, (o, dst) in enumerate(zip(out_nodes, outs)):
         src = vals[id(o)] if id(o) in vals else load(o)
+        off = offsets[k] if offsets else 0
         if r == 0:
             lines.append(" " * inner + f"{dst} = {src}")
+        elif off:
+            lines.append(" " * inner + f"{dst}[{', '.join(idx[:-1] + [idx[-1] + f' + {off}'])}]"
+                         f" = {src}")
         else:
             lines.append(" " * inner + f"{dst}[{', '.join(idx)}] = {src}")
     blk.lines.extend(lines)

@@ -13,7 +13,7 @@ except ImportError:  # source checkout
     import sys
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from backends.cpu import fastmath as fm
+    from rnncomp.backends.cpu import fastmath as fm
 
 KW = dict(error_model="numpy", fastmath=fm.KERNEL_FASTMATH)
 

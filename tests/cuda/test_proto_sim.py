@@ -49,7 +49,7 @@ else:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     try:
-        from backends.cuda import proto_kernels as pk
+        from rnncomp.backends.cuda import proto_kernels as pk
     except Exception as exc:  # numba.cuda simulator not importable
         pytest.skip(f"numba.cuda simulator not importable: {exc}", allow_module_level=True)
 

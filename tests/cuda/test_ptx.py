@@ -26,14 +26,14 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
                 allow_module_level=True)
 
 try:
-    from backends.cuda import compat
+    from rnncomp.backends.cuda import compat
 except Exception as exc:  # pragma: no cover
     pytest.skip(f"backend not importable: {exc}", allow_module_level=True)
 
 if not compat.nvvm_available():
     pytest.skip("NVVM not available (pip install 'numba-cuda[cu13]')", allow_module_level=True)
 
-from backends.cuda import proto_kernels as pk  # noqa: E402
+from rnncomp.backends.cuda import proto_kernels as pk  # noqa: E402
 
 CC = (9, 0)
 NT = 256
@@ -129,7 +129,7 @@ def test_row_stack_shim_makes_compile_work_on_numpy_without_row_stack():
                 pass
         shim = sys.argv[1] == "shim"
         if shim:
-            from backends.cuda import compat
+            from rnncomp.backends.cuda import compat
             compat.ensure_numpy_compat(); compat.ensure_numpy_compat()  # idempotent
             assert np.row_stack is np.vstack
         from numba import cuda, float32

@@ -1,0 +1,747 @@
+"""CPU benchmark: rnncomp (backend "cpu") vs PyTorch eager vs JAX lax.scan, one process.
+
+What is timed (float32, time-major X[T, B, I], zero initial state):
+
+* fwd  -- rnncomp: ``Model.compile("cpu")`` of a model returning the outputs [T, B, H], called
+  on ``m.arguments(...)``; torch: ``nn.RNN/LSTM/GRU`` (or the custom cell in plain ops) under
+  ``no_grad``; JAX: ``jit`` of a ``lax.scan``.
+* f+b  -- the loss ``sum(outputs * R)`` and its gradient w.r.t. ALL parameters AND X.
+  rnncomp: ``compile_graph(model_grad_graph(m, wrt=params+["X"], preoptimize=True))``;
+  torch: ``loss.backward()`` with ``X.requires_grad``; JAX: ``jit(value_and_grad)``.
+
+Cells: rnn (tanh), lstm (BasicLSTMCell vs nn.LSTM), gru (GRUCell(reset_after=True) vs nn.GRU),
+custom (peephole LSTM: rnncomp ``LSTMCell(use_peepholes=True)``; torch and JAX write the same
+cell in plain ops with the input projection hoisted out of the time loop). Weights are the same
+arrays on all sides (via rnncomp.convert for the torch modules), and the outputs and dX are
+compared once per case (columns "err").
+
+GFLOP/s counts the gate GEMMs only: 2*B*(I+H)*G*H*T forward, 3x that for f+b
+(G = 1/4/3/4 for rnn/lstm/gru/custom). The roofline is one [T*B, I+H] x [I+H, G*H] sgemm
+through numpy in the same process; "%roof" = achieved GFLOP/s / roofline GFLOP/s.
+
+Compile time is measured in FRESH processes: cold = empty RNNCOMP_CACHE_DIR, warm = the same
+directory again (Numba's cache of the generated module lives there). Reported: time from
+process start to the first result, and separately import, compile_graph() and the first call
+(the Numba JIT happens on the first call, compile_graph only renders and imports the source).
+
+    python bench/bench_cpu.py --quick                # small + mnist, few repeats (< 2 min)
+    python bench/bench_cpu.py                        # all configs (< 10 min on a warm cache)
+    python bench/bench_cpu.py --threads 1 2          # 1-thread and 2-thread columns
+    python bench/bench_cpu.py --configs medium --cells lstm gru --repeat 9 --json out.json
+
+Each thread setting runs in its own subprocess (BLAS/OMP thread variables must be set before
+numpy is imported). Timings on a shared machine are noisy: every number is a median of
+repeated calls, all sides are timed in the same process, interleaved per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONFIGS = {  # name: (B, I, H, T)
+    "small": (1, 128, 128, 100),
+    "medium": (64, 256, 256, 100),
+    "large": (64, 1024, 1024, 100),
+    "mnist": (150, 28, 150, 28),
+}
+CELLS = ("rnn", "lstm", "gru", "custom")
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "custom": 4}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None)
+    ap.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS))
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="timed calls per case (median); default 7, 3 for large, 3 with --quick")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1],
+                    help="thread settings (BLAS, torch, XLA); each in its own subprocess")
+    ap.add_argument("--quick", action="store_true", help="small + mnist, few repeats")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="max seconds of timed calls per side and case (fewer repeats when a "
+                         "call is slow); default 4 (2 with --quick)")
+    ap.add_argument("--no-jax", action="store_true")
+    ap.add_argument("--no-compile", action="store_true", help="skip the fresh-process compile "
+                                                              "measurements")
+    ap.add_argument("--no-profile", action="store_true", help="skip the medium-LSTM profile")
+    ap.add_argument("--json", default=None, help="write all results here")
+    ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--compile-child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.configs is None:
+        a.configs = ["small", "mnist"] if a.quick else ["small", "medium", "mnist", "large"]
+    if a.budget is None:
+        a.budget = 2.0 if a.quick else 4.0
+    return a
+
+
+def thread_env(n: int) -> dict:
+    env = dict(os.environ)
+    for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+              "NUMBA_NUM_THREADS"):
+        env[v] = str(n)
+    if n == 1:
+        flags = env.get("XLA_FLAGS", "")
+        env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
+                            "intra_op_parallelism_threads=1").strip()
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# =============================================================================================
+# Everything below the worker entry runs with the thread environment already set.
+# =============================================================================================
+def _np():
+    import numpy as np
+    return np
+
+
+def med_times(f, rep, budget, warm=1):
+    """(median ms, repeats used, first-call s). Repeats are cut so that the timed calls take
+    about `budget` seconds at most (at least 1 timed call)."""
+    t0 = time.perf_counter()
+    for _ in range(warm):
+        f()
+    first = time.perf_counter() - t0
+    per = first / max(warm, 1)
+    n = max(1, min(rep, int(budget / max(per, 1e-9))))
+    ts = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t)
+    ts.sort()
+    return float(ts[len(ts) // 2] * 1e3 if n % 2 else (ts[n // 2 - 1] + ts[n // 2]) * 5e2), n, first
+
+
+def blas_info():
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed (pip install threadpoolctl)"
+    return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
+                                   "filepath")} for d in threadpool_info()]
+
+
+def machine_info():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    vers = {"python": platform.python_version()}
+    for mod in ("numpy", "scipy", "numba", "llvmlite", "torch", "jax", "jaxlib"):
+        try:
+            vers[mod] = __import__(mod).__version__
+        except Exception:  # noqa: BLE001
+            vers[mod] = None
+    numba_cpu = None
+    try:
+        import llvmlite.binding as llb
+        numba_cpu = llb.get_host_cpu_name()
+    except Exception:  # noqa: BLE001
+        pass
+    return {"cpu": cpu, "llvm_cpu": numba_cpu, "cores": os.cpu_count(), "versions": vers,
+            "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+                                                  "OPENBLAS_NUM_THREADS", "XLA_FLAGS")}}
+
+
+# ---------------------------------------------------------------------------------------------
+# rnncomp models
+# ---------------------------------------------------------------------------------------------
+def rc_cell(cell, H):
+    import rnncomp as rc
+    if cell == "rnn":
+        return rc.BasicRNNCell(H)
+    if cell == "lstm":
+        return rc.BasicLSTMCell(H)
+    if cell == "gru":
+        return rc.GRUCell(H, reset_after=True)
+    if cell == "custom":
+        return rc.LSTMCell(H, use_peepholes=True)
+    raise KeyError(cell)
+
+
+def rc_models(cell, I, H):
+    import rnncomp as rc
+
+    def fwd(X):
+        out, _ = rc.dynamic_rnn(rc_cell(cell, H), X, time_major=True)
+        return out
+
+    def loss(X, R):
+        out, _ = rc.dynamic_rnn(rc_cell(cell, H), X, time_major=True)
+        return rc.sum(out * R)
+
+    mf = rc.Model(fwd, {"X": rc.Input(("T", "B", I))}, name=f"{cell}_fwd")
+    ml = rc.Model(loss, {"X": rc.Input(("T", "B", I)), "R": rc.Input(("T", "B", H))},
+                  name=f"{cell}_loss")
+    return mf, ml
+
+
+def rc_grad_compiled(ml):
+    from rnncomp.compiler import compile_graph
+    from rnncomp.grad import model_grad_graph
+    wrt = list(ml.param_specs) + ["X"]
+    g = model_grad_graph(ml, wrt=wrt, preoptimize=True)
+    return compile_graph(g, "cpu"), wrt
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch side
+# ---------------------------------------------------------------------------------------------
+def torch_side(cell, I, H, params):
+    import torch
+
+    from rnncomp import convert
+    t = torch.from_numpy
+    if cell in ("rnn", "lstm", "gru"):
+        if cell == "lstm":
+            m, sd = torch.nn.LSTM(I, H), convert.to_torch_lstm(params)
+        elif cell == "gru":
+            m, sd = torch.nn.GRU(I, H), convert.to_torch_gru(params)
+        else:
+            m, sd = torch.nn.RNN(I, H, nonlinearity="tanh"), convert.to_torch_rnn(params)
+        m.load_state_dict({k: t(v) for k, v in sd.items()})
+        return lambda x: m(x)[0], m
+    # custom: the peephole LSTM in plain torch ops, input projection hoisted
+    p = {k.split("/")[-1]: t(v).clone() for k, v in params.items()}
+    Kx, Kh = p["kernel"][:I].contiguous(), p["kernel"][I:].contiguous()
+    b, wi, wf, wo = p["bias"], p["w_i_diag"], p["w_f_diag"], p["w_o_diag"]
+    ws = [Kx, Kh, b, wi, wf, wo]
+    mod = torch.nn.Module()
+    for k, w in enumerate(ws):
+        mod.register_parameter(f"p{k}", torch.nn.Parameter(w))
+    ws = list(mod.parameters())
+
+    def run(X):
+        Kx, Kh, b, wi, wf, wo = ws
+        T, B, _ = X.shape
+        XW = torch.addmm(b, X.reshape(T * B, I), Kx).reshape(T, B, 4 * H)
+        h = X.new_zeros(B, H)
+        c = X.new_zeros(B, H)
+        outs = []
+        for s in range(T):
+            z = torch.addmm(XW[s], h, Kh)
+            zi, zj, zf, zo = z.chunk(4, 1)
+            i = torch.sigmoid(zi + wi * c)
+            f = torch.sigmoid(zf + 1.0 + wf * c)
+            c = f * c + i * torch.tanh(zj)
+            o = torch.sigmoid(zo + wo * c)
+            h = o * torch.tanh(c)
+            outs.append(h)
+        return torch.stack(outs)
+
+    return run, mod
+
+
+# ---------------------------------------------------------------------------------------------
+# JAX side (lax.scan, input projection hoisted)
+# ---------------------------------------------------------------------------------------------
+def jax_side(cell, I, H, params):
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    P = {k.split("rnn/", 1)[1].split("/", 1)[1]: jnp.asarray(v) for k, v in params.items()}
+    sig = jax.nn.sigmoid
+
+    def run(P, X):
+        T, B, _ = X.shape
+        h0 = jnp.zeros((B, H), X.dtype)
+        if cell == "rnn":
+            XW = X @ P["kernel"][:I] + P["bias"]
+            Kh = P["kernel"][I:]
+
+            def step(h, xw):
+                h = jnp.tanh(xw + h @ Kh)
+                return h, h
+            return lax.scan(step, h0, XW)[1]
+        if cell in ("lstm", "custom"):
+            XW = X @ P["kernel"][:I] + P["bias"]
+            Kh = P["kernel"][I:]
+
+            def step(ch, xw):
+                c, h = ch
+                zi, zj, zf, zo = jnp.split(xw + h @ Kh, 4, axis=1)
+                if cell == "custom":
+                    i = sig(zi + P["w_i_diag"] * c)
+                    f = sig(zf + 1.0 + P["w_f_diag"] * c)
+                    c = f * c + i * jnp.tanh(zj)
+                    o = sig(zo + P["w_o_diag"] * c)
+                else:
+                    c = sig(zf + 1.0) * c + sig(zi) * jnp.tanh(zj)
+                    o = sig(zo)
+                h = o * jnp.tanh(c)
+                return (c, h), h
+            return lax.scan(step, (h0, h0), XW)[1]
+        # gru, reset_after=True
+        gk, gb = P["gates/kernel"], P["gates/bias"]
+        ck, cb, rb = P["candidate/kernel"], P["candidate/bias"], P["candidate/recurrent_bias"]
+        XW = X @ jnp.concatenate([gk[:I], ck[:I]], 1) + jnp.concatenate([gb, cb])
+        Kh = jnp.concatenate([gk[I:], ck[I:]], 1)
+
+        def step(h, xw):
+            hw = h @ Kh
+            ru = sig(xw[:, :2 * H] + hw[:, :2 * H])
+            r, u = ru[:, :H], ru[:, H:]
+            c = jnp.tanh(xw[:, 2 * H:] + r * (hw[:, 2 * H:] + rb))
+            h = u * h + (1.0 - u) * c
+            return h, h
+        return lax.scan(step, h0, XW)[1]
+
+    fwd = jax.jit(run)
+
+    def loss(P, X, R):
+        return jnp.sum(run(P, X) * R)
+
+    fb = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    return P, fwd, fb
+
+
+# ---------------------------------------------------------------------------------------------
+# One case: config x cell, all sides
+# ---------------------------------------------------------------------------------------------
+def gemm_roofline(B, I, H, T, G, rep):
+    np = _np()
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((T * B, I + H)).astype(np.float32)
+    W = rng.standard_normal((I + H, G * H)).astype(np.float32)
+    O = np.empty((T * B, G * H), np.float32)
+    ms, _, _ = med_times(lambda: np.dot(A, W, out=O), max(rep, 5), 2.0)
+    return ms, 2.0 * T * B * (I + H) * G * H / ms / 1e6
+
+
+def run_case(cfg, cell, rep, budget, use_jax, log):
+    np = _np()
+    import torch
+    B, I, H, T = CONFIGS[cfg]
+    G = GATES[cell]
+    gflop = 2.0 * B * (I + H) * G * H * T / 1e9
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((T, B, I)).astype(np.float32)
+    R = rng.standard_normal((T, B, H)).astype(np.float32)
+    mf, ml = rc_models(cell, I, H)
+    params = mf.init(seed=0)
+    r = {"config": cfg, "cell": cell, "B": B, "I": I, "H": H, "T": T, "G": G,
+         "gflop_fwd": gflop, "gflop_fb": 3 * gflop}
+
+    # rnncomp
+    args_f = mf.arguments(params, {"X": X})
+    t0 = time.perf_counter()
+    cf = mf.compile("cpu")
+    r["rc_compile_graph_fwd_s"] = time.perf_counter() - t0
+    r["rc_fwd_ms"], r["rc_fwd_n"], r["rc_fwd_first_s"] = med_times(lambda: cf(*args_f), rep,
+                                                                   budget)
+    args_l = ml.arguments(params, {"X": X, "R": R})
+    t0 = time.perf_counter()
+    cg, wrt = rc_grad_compiled(ml)
+    r["rc_compile_graph_fb_s"] = time.perf_counter() - t0
+    r["rc_fb_ms"], r["rc_fb_n"], r["rc_fb_first_s"] = med_times(lambda: cg(*args_l), rep, budget)
+    log(f"  rnncomp  fwd {r['rc_fwd_ms']:9.2f} ms (n={r['rc_fwd_n']}, first call "
+        f"{r['rc_fwd_first_s']:.1f} s)  f+b {r['rc_fb_ms']:9.2f} ms (n={r['rc_fb_n']}, first "
+        f"{r['rc_fb_first_s']:.1f} s)")
+    y_rc = cf(*args_f)[0]
+    outs = cg(*args_l)
+    dX_rc = outs[1 + wrt.index("X")]
+
+    # torch
+    fn, mod = torch_side(cell, I, H, params)
+    xt, Rt = torch.from_numpy(X), torch.from_numpy(R)
+    with torch.no_grad():
+        r["torch_fwd_ms"], r["torch_fwd_n"], _ = med_times(lambda: fn(xt), rep, budget)
+        y_t = fn(xt).numpy()
+    xg = xt.clone().requires_grad_(True)
+
+    def tfb():
+        mod.zero_grad(set_to_none=True)
+        xg.grad = None
+        (fn(xg) * Rt).sum().backward()
+
+    r["torch_fb_ms"], r["torch_fb_n"], _ = med_times(tfb, rep, budget)
+    tfb()
+    r["err_fwd_torch"] = float(np.max(np.abs(y_rc - y_t)))
+    r["err_dX_torch"] = float(np.max(np.abs(dX_rc - xg.grad.numpy())) /
+                              max(1e-30, float(np.max(np.abs(xg.grad.numpy())))))
+    log(f"  torch    fwd {r['torch_fwd_ms']:9.2f} ms  f+b {r['torch_fb_ms']:9.2f} ms   "
+        f"max|y diff| {r['err_fwd_torch']:.1e}  dX rel {r['err_dX_torch']:.1e}")
+
+    # jax
+    if use_jax:
+        import jax
+        P, jf, jfb = jax_side(cell, I, H, params)
+        Xj, Rj = jax.numpy.asarray(X), jax.numpy.asarray(R)
+        r["jax_fwd_ms"], r["jax_fwd_n"], r["jax_fwd_first_s"] = med_times(
+            lambda: jf(P, Xj).block_until_ready(), rep, budget)
+        r["jax_fb_ms"], r["jax_fb_n"], r["jax_fb_first_s"] = med_times(
+            lambda: jax.block_until_ready(jfb(P, Xj, Rj)), rep, budget)
+        r["err_fwd_jax"] = float(np.max(np.abs(y_rc - np.asarray(jf(P, Xj)))))
+        log(f"  jax      fwd {r['jax_fwd_ms']:9.2f} ms  f+b {r['jax_fb_ms']:9.2f} ms   "
+            f"max|y diff| {r['err_fwd_jax']:.1e}")
+
+    r["roof_ms"], r["roof_gflops"] = gemm_roofline(B, I, H, T, G, rep)
+    for side in ("rc", "torch", "jax"):
+        for mode, gf in (("fwd", gflop), ("fb", 3 * gflop)):
+            k = f"{side}_{mode}_ms"
+            if k in r:
+                r[f"{side}_{mode}_gflops"] = gf / r[k] * 1e3
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile of the generated medium-LSTM kernels: the pieces, mirrored line by line in njit
+# ---------------------------------------------------------------------------------------------
+def profile_lstm(cfg, rep, budget):
+    """Time the pieces of the generated LSTM kernels (same shapes, same statements as the
+    generated source) to split the total into GEMM / elementwise / memory traffic."""
+    np = _np()
+    from numba import njit
+    B, I, H, T = CONFIGS[cfg]
+    G = 4 * H
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    X2 = rng.standard_normal((T * B, I)).astype(f32)
+    Wx = (rng.standard_normal((I, G)) * 0.05).astype(f32)
+    Wh = (rng.standard_normal((H, G)) * 0.05).astype(f32)
+    h = rng.standard_normal((B, H)).astype(f32)
+    gates = np.empty((B, G), f32)
+    dG = rng.standard_normal((T * B, G)).astype(f32)
+    dh = np.empty((B, H), f32)
+    jit = dict(cache=False, error_model="numpy", nogil=True)
+
+    @njit(**jit)
+    def hoisted(X2, Wx):
+        return np.dot(X2, Wx)
+
+    @njit(**jit)
+    def step_gemm(h, Wh, gates, T):
+        for _ in range(T):
+            np.dot(h, Wh, gates)
+
+    @njit(**jit)
+    def save_wh_per_step(Wh, T):
+        # forward scan of the grad kernel: s5_y7 = zeros((T, H, 4H)); s5_y7[t] = Wh
+        ys = np.zeros((T, Wh.shape[0], Wh.shape[1]), np.float32)
+        for t in range(T):
+            ys[t] = Wh
+        return ys
+
+    @njit(**jit)
+    def bwd_step_gemm_with_transpose(dG, Wh, dh, T, B):
+        # backward scan: v82 = ascontiguousarray(Wh_t.transpose()); rt.mm(v81, v82, v83)
+        for t in range(T):
+            WhT = np.ascontiguousarray(Wh.transpose((1, 0)))
+            np.dot(dG[t * B:(t + 1) * B], WhT, dh)
+
+    @njit(**jit)
+    def bwd_step_gemm_no_transpose(dG, WhT, dh, T, B):
+        for t in range(T):
+            np.dot(dG[t * B:(t + 1) * B], WhT, dh)
+
+    @njit(**jit)
+    def per_step_dW(Hprev, dG, T, B, I, H):
+        # backward scan: v84 = hprev^T @ dG_t; v85[I:] = v84; ys[t] = v85; after: colsum over T
+        G = dG.shape[1]
+        v85 = np.zeros((I + H, G), np.float32)
+        ys = np.zeros((T, I + H, G), np.float32)
+        for t in range(T):
+            v84 = np.dot(np.ascontiguousarray(Hprev[t * B:(t + 1) * B]).T, dG[t * B:(t + 1) * B])
+            v85[I:] = v84
+            ys[t] = v85
+        out = np.zeros((I + H) * G, np.float32)
+        ys2 = ys.reshape((T, (I + H) * G))
+        for t in range(T):
+            for j in range((I + H) * G):
+                out[j] += ys2[t, j]
+        return out
+
+    @njit(**jit)
+    def one_dW(Hprev, dG):
+        return np.dot(Hprev.T, dG)
+
+    Hprev = rng.standard_normal((T * B, H)).astype(f32)
+    WhT = np.ascontiguousarray(Wh.T)
+    pieces = {}
+    M = lambda f: med_times(f, rep, budget)[0]  # noqa: E731
+    pieces["fwd: hoisted X@Wx (1 GEMM)"] = M(lambda: hoisted(X2, Wx))
+    pieces["fwd: per-step h@Wh x T"] = M(lambda: step_gemm(h, Wh, gates, T))
+    pieces["grad fwd scan: save Wh every step (s5_y7[t] = Wh) x T"] = M(
+        lambda: save_wh_per_step(Wh, T))
+    pieces["bwd: per-step transpose(Wh) copy + dG@Wh^T x T"] = M(
+        lambda: bwd_step_gemm_with_transpose(dG, Wh, dh, T, B))
+    pieces["bwd: per-step dG@Wh^T x T, Wh^T hoisted"] = M(
+        lambda: bwd_step_gemm_no_transpose(dG, WhT, dh, T, B))
+    pieces["bwd: per-step dWh GEMM (K=B) + [I+H,4H] store per step + colsum"] = M(
+        lambda: per_step_dW(Hprev, dG, T, B, I, H))
+    pieces["bwd: one dWh GEMM over T*B rows"] = M(lambda: one_dW(Hprev, dG))
+    pieces["bwd: dX = dG @ Wx^T (1 GEMM)"] = M(lambda: hoisted(dG, np.ascontiguousarray(Wx.T)))
+    return pieces
+
+
+# ---------------------------------------------------------------------------------------------
+# Compile / start time in fresh processes
+# ---------------------------------------------------------------------------------------------
+COMPILE_CHILD = r"""
+import time, json, sys
+t_start = time.time()
+import numpy as np
+import rnncomp as rc
+from rnncomp.compiler import compile_graph
+from rnncomp.grad import model_grad_graph
+sys.path.insert(0, {bench!r})
+import bench_cpu as BC
+t_imp = time.time()
+mode, cell = {mode!r}, {cell!r}
+B, I, H, T = BC.CONFIGS["small"]
+mf, ml = BC.rc_models(cell, I, H)
+params = mf.init(0)
+X = np.ones((T, B, I), np.float32); R = np.ones((T, B, H), np.float32)
+if mode == "fwd":
+    m, g = mf, mf.graph
+    args = mf.arguments(params, {{"X": X}})
+else:
+    m = ml
+    g = model_grad_graph(ml, wrt=list(ml.param_specs) + ["X"], preoptimize=True)
+    args = ml.arguments(params, {{"X": X, "R": R}})
+t0 = time.time()
+cg = compile_graph(g, "cpu")
+t1 = time.time()
+out = cg(*args)
+t2 = time.time()
+print(json.dumps(dict(import_s=t_imp - t_start, compile_graph_s=t1 - t0, first_call_s=t2 - t1,
+                      t_result=t2, timings=cg.timings)))
+"""
+
+
+def compile_times(threads, modes=(("fb", "lstm"), ("fwd", "lstm"))):
+    res = {}
+    env0 = thread_env(threads)
+    for mode, cell in modes:
+        d = tempfile.mkdtemp(prefix="rnncomp_bench_cache_")
+        env = dict(env0, RNNCOMP_CACHE_DIR=d)
+        env.pop("RNNCOMP_ALWAYS_COMPILE", None)
+        code = COMPILE_CHILD.format(bench=os.path.join(ROOT, "bench"), mode=mode, cell=cell)
+        row = {}
+        for label in ("cold", "warm", "warm2"):
+            t0 = time.time()
+            s = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                               text=True)
+            t_exit = time.time()
+            if s.returncode:
+                row[label] = {"error": s.stderr[-2000:]}
+                continue
+            v = json.loads(s.stdout.strip().splitlines()[-1])
+            v["start_to_result_s"] = v.pop("t_result") - t0
+            v["process_wall_s"] = t_exit - t0
+            row[label] = v
+        res[f"{cell} {mode}"] = row
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker: one thread setting
+# ---------------------------------------------------------------------------------------------
+def worker(a):
+    threads = a.worker
+    np = _np()
+    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS: numba's np.dot uses it)
+    import torch
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)
+    except ImportError:
+        pass
+    use_jax = not a.no_jax
+    jax_note = None
+    if use_jax:
+        try:
+            import jax  # noqa: F401
+        except ImportError as e:
+            use_jax, jax_note = False, f"jax not installed ({e})"
+
+    def log(s):
+        print(s, flush=True)
+
+    out = {"threads": threads, "machine": machine_info(), "blas": blas_info(),
+           "jax": jax_note or "lax.scan under jit", "cases": [], "load": [os.getloadavg()]}
+    log(f"[threads={threads}] load {os.getloadavg()}  torch {torch.__version__}")
+    for cfg in a.configs:
+        for cell in a.cells:
+            rep = a.repeat or (3 if (a.quick or cfg == "large") else 7)
+            if cfg == "large":
+                rep = min(rep, 3)
+            log(f"{cfg} {CONFIGS[cfg]} {cell}")
+            try:
+                r = run_case(cfg, cell, rep, a.budget * (2 if cfg == "large" else 1),
+                             use_jax, log)
+            except Exception as e:  # noqa: BLE001
+                import traceback
+                traceback.print_exc()
+                r = {"config": cfg, "cell": cell, "error": repr(e)}
+            r["load"] = os.getloadavg()
+            out["cases"].append(r)
+            out["load"].append(os.getloadavg())
+    if not a.no_profile and not a.quick and "lstm" in a.cells and "medium" in a.configs:
+        log("profile medium LSTM pieces")
+        out["profile_medium_lstm"] = profile_lstm("medium", 5, a.budget)
+    np.asarray(0)
+    with open(a.worker_out, "w") as f:
+        json.dump(out, f, indent=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------
+def fmt(x, nd=1):
+    if x is None:
+        return "-"
+    if x >= 100:
+        return f"{x:.0f}"
+    return f"{x:.{nd}f}" if x >= 1 else f"{x:.{nd + 1}f}" if x >= 0.1 else f"{x:.3f}"
+
+
+def table(results):
+    """Markdown table: one row per (config, cell, mode); thread settings side by side."""
+    by = {}
+    for w in results:
+        for c in w["cases"]:
+            by.setdefault((c["config"], c["cell"]), {})[w["threads"]] = c
+    ths = [w["threads"] for w in results]
+    hdr = ["config", "cell", "mode"]
+    for t in ths:
+        sfx = f" ({t}T)" if len(ths) > 1 else ""
+        hdr += [f"rnncomp ms{sfx}", f"GFLOP/s{sfx}", f"%roof{sfx}", f"torch ms{sfx}",
+                f"x torch{sfx}", f"jax ms{sfx}", f"x jax{sfx}"]
+    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
+    for (cfg, cell), d in by.items():
+        for mode, label in (("fwd", "fwd"), ("fb", "f+b")):
+            row = [cfg, cell, label]
+            for t in ths:
+                c = d.get(t, {})
+                if "error" in c or not c:
+                    row += ["err"] + ["-"] * 6
+                    continue
+                ours = c.get(f"rc_{mode}_ms")
+                tor = c.get(f"torch_{mode}_ms")
+                jx = c.get(f"jax_{mode}_ms")
+                gfs = c.get(f"rc_{mode}_gflops")
+                row += [fmt(ours, 2), fmt(gfs), f"{100 * gfs / c['roof_gflops']:.0f}%",
+                        fmt(tor, 2), f"{tor / ours:.2f}x",
+                        fmt(jx, 2), f"{jx / ours:.2f}x" if jx else "-"]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def roof_table(results):
+    lines = ["| config | cell | GEMM [T*B, I+H] x [I+H, G*H] | ms | GFLOP/s | threads |",
+             "|---|---|---|---|---|---|"]
+    for w in results:
+        for c in w["cases"]:
+            if "roof_ms" not in c:
+                continue
+            T, B, I, H, G = c["T"], c["B"], c["I"], c["H"], c["G"]
+            lines.append(f"| {c['config']} | {c['cell']} | [{T * B}, {I + H}] x [{I + H}, "
+                         f"{G * H}] | {fmt(c['roof_ms'], 2)} | {fmt(c['roof_gflops'])} | "
+                         f"{w['threads']} |")
+    return "\n".join(lines)
+
+
+def compile_table(ct):
+    lines = ["| kernel (small config, H=128) | run | import s | compile_graph s | first call "
+             "(JIT) s | start to first result s |", "|---|---|---|---|---|---|"]
+    for k, row in ct.items():
+        for label, v in row.items():
+            if "error" in v:
+                lines.append(f"| {k} | {label} | error | | | |")
+                continue
+            lines.append(f"| {k} | {label} | {v['import_s']:.2f} | {v['compile_graph_s']:.3f} "
+                         f"| {v['first_call_s']:.2f} | {v['start_to_result_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.worker is not None:
+        worker(a)
+        return
+    t_all = time.time()
+    load0 = os.getloadavg()
+    results = []
+    for th in a.threads:
+        fd, tmp = tempfile.mkstemp(prefix="bench_cpu_", suffix=".json")
+        os.close(fd)
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(th), "--worker-out",
+               tmp, "--configs", *a.configs, "--cells", *a.cells, "--budget", str(a.budget)]
+        if a.repeat:
+            cmd += ["--repeat", str(a.repeat)]
+        for flag in ("quick", "no_jax", "no_profile"):
+            if getattr(a, flag):
+                cmd.append("--" + flag.replace("_", "-"))
+        s = subprocess.run(cmd, env=thread_env(th))
+        if s.returncode:
+            print(f"worker threads={th} failed (rc {s.returncode})", file=sys.stderr)
+            continue
+        with open(tmp) as f:
+            results.append(json.load(f))
+        os.unlink(tmp)
+    ct = None
+    if not a.no_compile:
+        print("compile / start time in fresh processes ...", flush=True)
+        ct = compile_times(a.threads[0])
+    load1 = os.getloadavg()
+    if not results:
+        sys.exit(1)
+    w0 = results[0]
+    print()
+    print(f"machine: {w0['machine']['cpu']} ({w0['machine']['llvm_cpu']}), "
+          f"{w0['machine']['cores']} cores; load avg start {load0}, end {load1}")
+    print("versions:", w0["machine"]["versions"])
+    print("env:", w0["machine"]["env"])
+    for w in results:
+        blas = w["blas"]
+        if isinstance(blas, list):
+            blas = "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']} "
+                             f"threads={b['num_threads']} ({os.path.basename(b['filepath'])})"
+                             for b in blas)
+        print(f"BLAS (threads={w['threads']}): {blas}")
+        print(f"jax: {w['jax']}; load during worker: "
+              f"{[round(x[0], 1) for x in w['load']]}")
+    print()
+    print("ratios: x torch = torch ms / rnncomp ms (> 1: rnncomp faster); same for x jax")
+    print(table(results))
+    print()
+    print(roof_table(results))
+    if ct:
+        print()
+        print(compile_table(ct))
+    for w in results:
+        if "profile_medium_lstm" in w:
+            print(f"\nprofile: pieces of the generated medium LSTM kernels ({w['threads']} "
+                  f"thread(s)), ms")
+            for k, v in w["profile_medium_lstm"].items():
+                print(f"  {v:9.2f}  {k}")
+    print(f"\ntotal {time.time() - t_all:.0f} s")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"workers": results, "compile": ct, "load_start": load0,
+                       "load_end": load1, "argv": sys.argv[1:]}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
