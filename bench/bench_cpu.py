@@ -107,22 +107,34 @@ def _np():
     return np
 
 
-def med_times(f, rep, budget, warm=1):
-    """(median ms, repeats used, first-call s). Repeats are cut so that the timed calls take
-    about `budget` seconds at most (at least 1 timed call)."""
+def med_times(f, rep, budget):
+    """(median wall ms, median process-CPU ms, repeats used, first-call s).
+
+    The first call (JIT compile where there is one) is not timed; a second untimed call
+    estimates the per-call time, and the repeats are cut so that the timed calls take about
+    `budget` seconds at most (at least 1 timed call). CPU time (time.process_time, all threads
+    of this process) is robust to other processes sharing the cores; with 1 thread it is the
+    compute time of the call."""
     t0 = time.perf_counter()
-    for _ in range(warm):
-        f()
+    f()
     first = time.perf_counter() - t0
-    per = first / max(warm, 1)
+    t0 = time.perf_counter()
+    f()
+    per = time.perf_counter() - t0
     n = max(1, min(rep, int(budget / max(per, 1e-9))))
-    ts = []
+    ts, cs = [], []
     for _ in range(n):
         t = time.perf_counter()
+        c = time.process_time()
         f()
+        cs.append(time.process_time() - c)
         ts.append(time.perf_counter() - t)
-    ts.sort()
-    return float(ts[len(ts) // 2] * 1e3 if n % 2 else (ts[n // 2 - 1] + ts[n // 2]) * 5e2), n, first
+
+    def med(v):
+        v = sorted(v)
+        return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+    return float(med(ts) * 1e3), float(med(cs) * 1e3), n, first
 
 
 def blas_info():
@@ -323,8 +335,9 @@ def gemm_roofline(B, I, H, T, G, rep):
     A = rng.standard_normal((T * B, I + H)).astype(np.float32)
     W = rng.standard_normal((I + H, G * H)).astype(np.float32)
     O = np.empty((T * B, G * H), np.float32)
-    ms, _, _ = med_times(lambda: np.dot(A, W, out=O), max(rep, 5), 2.0)
-    return ms, 2.0 * T * B * (I + H) * G * H / ms / 1e6
+    ms, cpu, _, _ = med_times(lambda: np.dot(A, W, out=O), max(rep, 5), 2.0)
+    f = 2.0 * T * B * (I + H) * G * H / 1e6
+    return ms, f / ms, cpu, f / cpu
 
 
 def run_case(cfg, cell, rep, budget, use_jax, log):
@@ -346,13 +359,14 @@ def run_case(cfg, cell, rep, budget, use_jax, log):
     t0 = time.perf_counter()
     cf = mf.compile("cpu")
     r["rc_compile_graph_fwd_s"] = time.perf_counter() - t0
-    r["rc_fwd_ms"], r["rc_fwd_n"], r["rc_fwd_first_s"] = med_times(lambda: cf(*args_f), rep,
-                                                                   budget)
+    (r["rc_fwd_ms"], r["rc_fwd_cpu_ms"], r["rc_fwd_n"],
+     r["rc_fwd_first_s"]) = med_times(lambda: cf(*args_f), rep, budget)
     args_l = ml.arguments(params, {"X": X, "R": R})
     t0 = time.perf_counter()
     cg, wrt = rc_grad_compiled(ml)
     r["rc_compile_graph_fb_s"] = time.perf_counter() - t0
-    r["rc_fb_ms"], r["rc_fb_n"], r["rc_fb_first_s"] = med_times(lambda: cg(*args_l), rep, budget)
+    (r["rc_fb_ms"], r["rc_fb_cpu_ms"], r["rc_fb_n"],
+     r["rc_fb_first_s"]) = med_times(lambda: cg(*args_l), rep, budget)
     log(f"  rnncomp  fwd {r['rc_fwd_ms']:9.2f} ms (n={r['rc_fwd_n']}, first call "
         f"{r['rc_fwd_first_s']:.1f} s)  f+b {r['rc_fb_ms']:9.2f} ms (n={r['rc_fb_n']}, first "
         f"{r['rc_fb_first_s']:.1f} s)")
@@ -364,7 +378,8 @@ def run_case(cfg, cell, rep, budget, use_jax, log):
     fn, mod = torch_side(cell, I, H, params)
     xt, Rt = torch.from_numpy(X), torch.from_numpy(R)
     with torch.no_grad():
-        r["torch_fwd_ms"], r["torch_fwd_n"], _ = med_times(lambda: fn(xt), rep, budget)
+        (r["torch_fwd_ms"], r["torch_fwd_cpu_ms"], r["torch_fwd_n"],
+         _) = med_times(lambda: fn(xt), rep, budget)
         y_t = fn(xt).numpy()
     xg = xt.clone().requires_grad_(True)
 
@@ -373,7 +388,7 @@ def run_case(cfg, cell, rep, budget, use_jax, log):
         xg.grad = None
         (fn(xg) * Rt).sum().backward()
 
-    r["torch_fb_ms"], r["torch_fb_n"], _ = med_times(tfb, rep, budget)
+    r["torch_fb_ms"], r["torch_fb_cpu_ms"], r["torch_fb_n"], _ = med_times(tfb, rep, budget)
     tfb()
     r["err_fwd_torch"] = float(np.max(np.abs(y_rc - y_t)))
     r["err_dX_torch"] = float(np.max(np.abs(dX_rc - xg.grad.numpy())) /
@@ -386,20 +401,22 @@ def run_case(cfg, cell, rep, budget, use_jax, log):
         import jax
         P, jf, jfb = jax_side(cell, I, H, params)
         Xj, Rj = jax.numpy.asarray(X), jax.numpy.asarray(R)
-        r["jax_fwd_ms"], r["jax_fwd_n"], r["jax_fwd_first_s"] = med_times(
-            lambda: jf(P, Xj).block_until_ready(), rep, budget)
-        r["jax_fb_ms"], r["jax_fb_n"], r["jax_fb_first_s"] = med_times(
+        (r["jax_fwd_ms"], r["jax_fwd_cpu_ms"], r["jax_fwd_n"],
+         r["jax_fwd_first_s"]) = med_times(lambda: jf(P, Xj).block_until_ready(), rep, budget)
+        (r["jax_fb_ms"], r["jax_fb_cpu_ms"], r["jax_fb_n"], r["jax_fb_first_s"]) = med_times(
             lambda: jax.block_until_ready(jfb(P, Xj, Rj)), rep, budget)
         r["err_fwd_jax"] = float(np.max(np.abs(y_rc - np.asarray(jf(P, Xj)))))
         log(f"  jax      fwd {r['jax_fwd_ms']:9.2f} ms  f+b {r['jax_fb_ms']:9.2f} ms   "
             f"max|y diff| {r['err_fwd_jax']:.1e}")
 
-    r["roof_ms"], r["roof_gflops"] = gemm_roofline(B, I, H, T, G, rep)
+    r["roof_ms"], r["roof_gflops"], r["roof_cpu_ms"], r["roof_cpu_gflops"] = gemm_roofline(
+        B, I, H, T, G, rep)
     for side in ("rc", "torch", "jax"):
         for mode, gf in (("fwd", gflop), ("fb", 3 * gflop)):
-            k = f"{side}_{mode}_ms"
-            if k in r:
-                r[f"{side}_{mode}_gflops"] = gf / r[k] * 1e3
+            for clock in ("", "_cpu"):
+                k = f"{side}_{mode}{clock}_ms"
+                if k in r:
+                    r[f"{side}_{mode}{clock}_gflops"] = gf / r[k] * 1e3
     return r
 
 
@@ -477,7 +494,7 @@ def profile_lstm(cfg, rep, budget):
     Hprev = rng.standard_normal((T * B, H)).astype(f32)
     WhT = np.ascontiguousarray(Wh.T)
     pieces = {}
-    M = lambda f: med_times(f, rep, budget)[0]  # noqa: E731
+    M = lambda f: med_times(f, rep, budget)[:2]  # noqa: E731
     pieces["fwd: hoisted X@Wx (1 GEMM)"] = M(lambda: hoisted(X2, Wx))
     pieces["fwd: per-step h@Wh x T"] = M(lambda: step_gemm(h, Wh, gates, T))
     pieces["grad fwd scan: save Wh every step (s5_y7[t] = Wh) x T"] = M(
@@ -616,8 +633,9 @@ def fmt(x, nd=1):
     return f"{x:.{nd}f}" if x >= 1 else f"{x:.{nd + 1}f}" if x >= 0.1 else f"{x:.3f}"
 
 
-def table(results):
-    """Markdown table: one row per (config, cell, mode); thread settings side by side."""
+def table(results, clock=""):
+    """Markdown table: one row per (config, cell, mode); thread settings side by side.
+    clock "" = wall time, "_cpu" = process CPU time."""
     by = {}
     for w in results:
         for c in w["cases"]:
@@ -637,11 +655,12 @@ def table(results):
                 if "error" in c or not c:
                     row += ["err"] + ["-"] * 6
                     continue
-                ours = c.get(f"rc_{mode}_ms")
-                tor = c.get(f"torch_{mode}_ms")
-                jx = c.get(f"jax_{mode}_ms")
-                gfs = c.get(f"rc_{mode}_gflops")
-                row += [fmt(ours, 2), fmt(gfs), f"{100 * gfs / c['roof_gflops']:.0f}%",
+                ours = c.get(f"rc_{mode}{clock}_ms")
+                tor = c.get(f"torch_{mode}{clock}_ms")
+                jx = c.get(f"jax_{mode}{clock}_ms")
+                gfs = c.get(f"rc_{mode}{clock}_gflops")
+                roof = c[f"roof{clock}_gflops"]
+                row += [fmt(ours, 2), fmt(gfs), f"{100 * gfs / roof:.0f}%",
                         fmt(tor, 2), f"{tor / ours:.2f}x",
                         fmt(jx, 2), f"{jx / ours:.2f}x" if jx else "-"]
             lines.append("| " + " | ".join(row) + " |")
@@ -649,16 +668,18 @@ def table(results):
 
 
 def roof_table(results):
-    lines = ["| config | cell | GEMM [T*B, I+H] x [I+H, G*H] | ms | GFLOP/s | threads |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| config | G | GEMM [T*B, I+H] x [I+H, G*H] | wall ms | GFLOP/s (wall) | "
+             "GFLOP/s (CPU time) | threads |", "|---|---|---|---|---|---|---|"]
+    seen = set()
     for w in results:
         for c in w["cases"]:
-            if "roof_ms" not in c:
+            if "roof_ms" not in c or (c["config"], c["G"], w["threads"]) in seen:
                 continue
+            seen.add((c["config"], c["G"], w["threads"]))
             T, B, I, H, G = c["T"], c["B"], c["I"], c["H"], c["G"]
-            lines.append(f"| {c['config']} | {c['cell']} | [{T * B}, {I + H}] x [{I + H}, "
+            lines.append(f"| {c['config']} | {G} | [{T * B}, {I + H}] x [{I + H}, "
                          f"{G * H}] | {fmt(c['roof_ms'], 2)} | {fmt(c['roof_gflops'])} | "
-                         f"{w['threads']} |")
+                         f"{fmt(c['roof_cpu_gflops'])} | {w['threads']} |")
     return "\n".join(lines)
 
 
@@ -703,7 +724,8 @@ def main(argv=None):
     ct = None
     if not a.no_compile:
         print("compile / start time in fresh processes ...", flush=True)
-        ct = compile_times(a.threads[0])
+        ct = compile_times(a.threads[0], (("fb", "lstm"),) if a.quick else
+                           (("fb", "lstm"), ("fwd", "lstm")))
     load1 = os.getloadavg()
     if not results:
         sys.exit(1)
@@ -724,7 +746,11 @@ def main(argv=None):
               f"{[round(x[0], 1) for x in w['load']]}")
     print()
     print("ratios: x torch = torch ms / rnncomp ms (> 1: rnncomp faster); same for x jax")
+    print("wall time (median):")
     print(table(results))
+    print()
+    print("process CPU time (median; robust to other load; with 2 threads it sums both threads):")
+    print(table(results, "_cpu"))
     print()
     print(roof_table(results))
     if ct:
@@ -734,8 +760,9 @@ def main(argv=None):
         if "profile_medium_lstm" in w:
             print(f"\nprofile: pieces of the generated medium LSTM kernels ({w['threads']} "
                   f"thread(s)), ms")
-            for k, v in w["profile_medium_lstm"].items():
-                print(f"  {v:9.2f}  {k}")
+            print("   wall ms    CPU ms  piece")
+            for k, (v, c) in w["profile_medium_lstm"].items():
+                print(f"  {v:8.2f}  {c:8.2f}  {k}")
     print(f"\ntotal {time.time() - t_all:.0f} s")
     if a.json:
         with open(a.json, "w") as f:

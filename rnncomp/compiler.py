@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,27 @@ def _versions() -> str:
            f"numpy={np.__version__} py={sys.version_info[:3]}"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def _atomic_write(path: Path, text: str, replace: bool = True) -> None:
+    """Write via a temp file and a rename. With replace=False an existing file is kept (first
+    writer wins: processes racing on one cache entry do not change its mtime, which Numba's
+    cache index is stamped with)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this file system
+                os.replace(tmp, path)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -106,22 +120,38 @@ class CompiledGraph:
         if len(args) != len(self.graph.inputs):
             raise InputError(f"compiled graph takes {len(self.graph.inputs)} inputs, received "
                              f"{len(args)}")
+        from .model import _convert  # the conversion policy of Model inputs (docs/dsl.md)
+
         ctx = Context()
         out = []
         for node, a in zip(self.graph.inputs, args):
-            a = np.asarray(a)
-            if a.dtype != node.dtype.np:
-                a = a.astype(node.dtype.np)
+            a = _convert(node.name, a, node)  # floats are never silently truncated to ints
             ctx.bind(node, a, f"input {node.name!r}")
             if node.shape == ():
                 out.append(a[()])
             else:
                 out.append(np.ascontiguousarray(a))
+        empty = [d for d, v in ctx.dims.items() if v == 0]
+        if empty:
+            raise InputError(f"compiled graph: dimension {empty[0]} is 0 (bound by the inputs "
+                             f"{[n.name for n in self.graph.inputs if empty[0] in n.shape]}); "
+                             f"every symbolic dimension must be >= 1")
         return out
 
     def __call__(self, *args) -> list[np.ndarray]:
-        res = self.fn(*self.prepare(args))
-        return [np.asarray(r) for r in res]
+        prepared = self.prepare(args)
+        try:
+            res = self.fn(*prepared)
+        except Exception as e:
+            if not _from_numba_cache(e):
+                raise
+            # Numba's index (.nbi) or object code (.nbc) for this kernel is corrupt
+            _warn_corrupt(self.path, f"loading Numba's cached code failed "
+                                     f"({type(e).__name__}: {e})")
+            self.fn = _reload(self.path, self.source, self.fn).kernel
+            res = self.fn(*prepared)
+        # Numba boxes float32 scalars as Python floats: give every output its graph dtype
+        return [np.asarray(r, dtype=o.dtype.np) for r, o in zip(res, self.graph.outputs)]
 
     def __repr__(self) -> str:
         return f"<CompiledGraph {self.backend} {self.path}>"
@@ -156,11 +186,60 @@ def compile_graph(graph: Graph, backend: str = "cpu", *, cache: str | os.PathLik
         name += f"_{os.getpid()}_{time.time_ns()}"
     path = d / f"{name}.py"
     t0 = time.perf_counter()
-    if not path.exists() or path.read_text() != source:
-        _atomic_write(path, source)
-    mod = sys.modules.get(name) or _load_module(path, name)
+    mod = sys.modules.get(name)
+    if mod is None:
+        try:
+            old = path.read_bytes()
+        except FileNotFoundError:
+            old = None
+        if old is None:
+            _atomic_write(path, source, replace=False)
+        elif old != source.encode():  # truncated, half-written or tampered with
+            _warn_corrupt(path, "its source differs from the rendered graph")
+            _clear_entry(path)
+            _atomic_write(path, source)
+        try:
+            mod = _load_module(path, name)
+        except Exception as e:  # e.g. a corrupt .pyc next to it
+            _warn_corrupt(path, f"importing it failed ({type(e).__name__}: {e})")
+            mod = _reload(path, source)
     timings["import"] = time.perf_counter() - t0
     return CompiledGraph(graph, backend, opt, source, path, key, mod.kernel, timings)
+
+
+def _warn_corrupt(path: Path, why: str) -> None:
+    warnings.warn(f"rnncomp: kernel cache entry {path} is corrupt ({why}); clearing it and "
+                  f"recompiling", RuntimeWarning, stacklevel=3)
+
+
+def _clear_entry(path: Path, fn: Any = None) -> None:
+    """Remove one cache entry: the source, its .pyc and Numba's index/object files."""
+    name = path.stem
+    dirs = {path.parent / "__pycache__"}
+    cache_path = getattr(getattr(fn, "_cache", None), "_cache_path", None)  # Numba's locator
+    if cache_path:
+        dirs.add(Path(cache_path))
+    files = [path] + [f for d in dirs if d.is_dir() for f in d.glob(f"{name}.*")]
+    for f in files:
+        try:
+            f.unlink()
+        except OSError:
+            pass
+
+
+def _reload(path: Path, source: str, fn: Any = None):
+    """Clear a corrupt cache entry, rewrite its source and import it afresh (recompiles)."""
+    _clear_entry(path, fn)
+    sys.modules.pop(path.stem, None)
+    importlib.invalidate_caches()
+    _atomic_write(path, source)
+    return _load_module(path, path.stem)
+
+
+def _from_numba_cache(e: BaseException) -> bool:
+    """Whether an exception was raised while Numba loaded or saved its on-disk cache."""
+    tail = os.path.join("numba", "core", "caching.py")
+    return any(f.filename.endswith(tail) for f in traceback.extract_tb(e.__traceback__))
 
 
 __all__ = ["compile_graph", "CompiledGraph", "cache_dir", "Op"]

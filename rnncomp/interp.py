@@ -67,6 +67,11 @@ def evaluate(graph: Graph, args: Sequence[Any], ctx: Context | None = None) -> l
     for node, a in zip(graph.inputs, args):
         if node.op is not Op.PLACEHOLDER:
             ctx.bind(node, env[id(node)], f"input {node.name!r}")
+            if ctx.check_finite and node.dtype.is_float and not np.all(np.isfinite(env[id(node)])):
+                bad = np.argwhere(~np.isfinite(env[id(node)]))[0]
+                raise NonFiniteError(f"{'parameter' if node.op is Op.PARAM else 'input'} "
+                                     f"{node.name!r} contains NaN/Inf (first at index "
+                                     f"{tuple(int(i) for i in bad)})")
     for node in graph.nodes:
         if id(node) in env:
             continue

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import initializers
 from .dtypes import DType, as_dtype
-from .interp import Context, InputError, evaluate
+from .interp import Context, InputError, NonFiniteError, evaluate
 from .ir import Graph, Node, Op, Shape, shape_str
 from .trace import ParamSpec, TraceContext, TraceError, flatten, tracing, unflatten
 
@@ -218,6 +218,11 @@ class Model:
             outs = evaluate(self.graph, args, Context(check_finite=check_finite))
         else:
             outs = self.compile(backend)(*args)
+            if check_finite and not (_all_finite(args) and _all_finite(outs)):
+                # compiled kernels do not check as they go: find the op and step on the interpreter
+                evaluate(self.graph, args, Context(check_finite=True))
+                raise NonFiniteError(f"backend {backend!r} produced NaN/Inf outputs where the "
+                                     f"interpreter did not (a backend discrepancy)")
         return unflatten(self.output_tree, outs)
 
     def compile(self, backend: str = "cpu", **options: Any):
@@ -243,8 +248,16 @@ class Model:
         """(outputs, {name: gradient}) of the scalar output `output`; see rnncomp.grad."""
         from .grad import value_and_grad
 
-        return value_and_grad(self, params, wrt=wrt, output=output, training=training,
-                              seed=seed, backend=backend, check_finite=check_finite, **inputs)
+        res = value_and_grad(self, params, wrt=wrt, output=output, training=training,
+                             seed=seed, backend=backend, check_finite=check_finite, **inputs)
+        if check_finite and backend != "interp" and not _all_finite(
+                flatten(res)[0] + [params[k] for k in self.param_specs if k in params]
+                + [v for k, v in inputs.items() if k in self.input_names]):
+            # compiled kernels do not check as they go: rerun on the interpreter, which raises
+            # NonFiniteError naming the op and time step
+            return self.value_and_grad(params, wrt=wrt, output=output, training=training,
+                                       seed=seed, backend="interp", check_finite=True, **inputs)
+        return res
 
     def print_backward(self, output: Any = 0, wrt: Any = None) -> str:
         """Print (and return) the text of the forward + backward graph."""
@@ -257,6 +270,10 @@ class Model:
                 f"{len(self.graph.nodes)} nodes>")
 
 
+def _all_finite(arrays) -> bool:
+    return all(np.isfinite(a).all() for a in map(np.asarray, arrays) if a.dtype.kind == "f")
+
+
 def _convert(name: str, value: Any, node: Node) -> np.ndarray:
     a = np.asarray(value)
     want = node.dtype.np
@@ -266,6 +283,12 @@ def _convert(name: str, value: Any, node: Node) -> np.ndarray:
                                     or a.dtype == np.bool_):
             a = a.astype(want)
         elif node.dtype.is_int and np.issubdtype(a.dtype, np.integer):
+            info = np.iinfo(want)
+            if a.size and not np.can_cast(a.dtype, want) and (a.min() < info.min
+                                                              or a.max() > info.max):
+                bad = a.min() if a.min() < info.min else a.max()
+                raise InputError(f"input {name!r}: values must fit {node.dtype} "
+                                 f"[{info.min}, {info.max}], received {bad}")
             a = a.astype(want)
         elif node.dtype is DType.bool and a.dtype == np.bool_:
             pass

@@ -140,6 +140,9 @@ class Trainer:
         The loss is the value before the update; the grad norm is the global norm before
         clipping. Dropout is active (training mode) with masks from `seed`.
         """
+        if not isinstance(batch_inputs, Mapping):
+            raise TypeError(f"batch_inputs: expected a dict of model inputs (input name -> "
+                            f"array), received {type(batch_inputs).__name__}")
         params = self.model.check_params(params)
         outs, grads = value_and_grad(self.model, params, wrt=self.wrt, output=self.loss_output,
                                      training=self.training, seed=seed, backend=self.backend,

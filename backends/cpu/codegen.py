@@ -237,7 +237,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         _emit_tensordot(n, ins, v, em, blk)
         return
     if op is Op.TRANSPOSE:
-        blk.emit(f"{v} = np.ascontiguousarray({x}.transpose({tuple(n.attr('perm'))}))")
+        blk.alloc(f"{v} = np.empty({sh}, {dt})")
+        blk.lines.extend(copy_loop(v, x, n.shape, em, blk.indent, src_perm=n.attr("perm")))
         return
     if op is Op.RESHAPE:
         if _is_scalar(n.inputs[0]):
@@ -261,7 +262,7 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         d = n.inputs[0].shape[ax]
         idx = ", ".join([":"] * ax + [f"{s}:{s + d}"])
         blk.alloc(f"{v} = np.zeros({sh}, {dt})")
-        blk.emit(f"{v}[{idx}] = {x}")
+        blk.lines.extend(copy_loop(v, x, n.inputs[0].shape, em, blk.indent, dst_off={ax: s}))
         return
     if op is Op.CONCAT and all((id(i.inputs[0]), i.attr("index")) in blk.concat_into
                                for i in n.inputs if i.op is Op.ITEM) and \
@@ -274,7 +275,7 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         for src, i in zip(ins, n.inputs):
             d = i.shape[ax]
             idx = ", ".join([":"] * ax + [f"{off}:{off + d}"])
-            blk.emit(f"{v}[{idx}] = {src}")
+            blk.lines.extend(copy_loop(v, src, i.shape, em, blk.indent, dst_off={ax: off}))
             off += d
         return
     if op in (Op.REDUCE_SUM, Op.REDUCE_MAX):
@@ -300,6 +301,28 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         blk.emit(f"{v} = {dt}({x}.shape[{n.attr('axis')}])")
         return
     raise NotImplementedError(f"CPU backend: no template for op {op.value}")
+
+
+def copy_loop(dst: str, src: str, shape, em: Emitter, indent: int, dst_off: dict | None = None,
+              src_perm: tuple | None = None, lead: str = "") -> list[str]:
+    """Explicit loops for dst[...] = src (optionally transposed / at an offset): slice
+    assignment and ndarray.transpose cost seconds of Numba compile time each; loops don't."""
+    r = len(shape)
+    if r == 0:
+        return [" " * indent + (f"{dst}[{lead[:-2]}] = {src}" if lead else f"{dst} = {src}")]
+    idx = [em.fresh("j") for _ in range(r)]
+    lines = []
+    for k in range(r):
+        lines.append(" " * (indent + 4 * k) + f"for {idx[k]} in range({em.dim(shape[k])}):")
+    d_idx = [f"{i} + {dst_off[k]}" if dst_off and dst_off.get(k) else i for k, i in enumerate(idx)]
+    if src_perm is None:
+        s_idx = idx
+    else:  # out[i] = x[...] with out axis k = x axis perm[k]
+        s_idx = [""] * r
+        for k, p in enumerate(src_perm):
+            s_idx[p] = idx[k]
+    lines.append(" " * (indent + 4 * r) + f"{dst}[{lead}{', '.join(d_idx)}] = {src}[{', '.join(s_idx)}]")
+    return lines
 
 
 def _emit_tensordot(n: Node, ins: list[str], v: str, em: Emitter, blk: Block) -> None:
@@ -480,7 +503,8 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
     outs = body.outputs
     for k, y in enumerate(outs[info.n_carry:]):
         if k not in written:
-            loop.append(" " * (ind + 4) + f"{ys[k]}[{sid}_t] = {_ref(y, em, bnames)}")
+            loop.extend(copy_loop(ys[k], _ref(y, em, bnames), y.shape, em, ind + 4,
+                                  lead=f"{sid}_t, "))
     for k, (o, pn) in enumerate(zip(outs[:info.n_carry], b_carry)):
         src = _ref(o, em, bnames)
         if o is pn:
@@ -488,7 +512,7 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
         if _is_scalar(pn):
             loop.append(" " * (ind + 4) + f"{carries[k]} = {src}")
         else:
-            loop.append(" " * (ind + 4) + f"{carries[k]}[...] = {src}")
+            loop.extend(copy_loop(carries[k], src, pn.shape, em, ind + 4))
     blk.lines.extend(pre)
     blk.emit(f"for {sid}_it in range({sid}_n):")
     blk.lines.extend(loop)

@@ -73,7 +73,8 @@ def hash_uniform(seed, site, step, idx):
     h ^= h >> np.uint64(15)
     h = (h * np.uint64(0x846CA68B)) & m
     h ^= h >> np.uint64(16)
-    return np.float64(h >> np.uint64(8)) * (1.0 / 16777216.0)
+    # exact in float32 (a 24-bit integer times 2^-24): no double arithmetic in f32 kernels
+    return np.float32(h >> np.uint64(8)) * np.float32(1.0 / 16777216.0)
 
 
 # ------------------------------------------------------------------------------------------

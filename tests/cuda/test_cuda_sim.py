@@ -1,0 +1,187 @@
+"""The CUDA backend on numba's CUDA simulator, against the reference interpreter (float64).
+
+Every built-in cell, forward and backward (rnncomp.autodiff.grad_graph), at toy size
+(B2 H3 T3, one sequence shorter than T), through compile_graph(backend="cuda"): the generated
+kernels run in the simulator and NumPy stands in for CuPy (GEMMs, movement ops). Also: dropout
+in training mode (masks must be bit-identical to rnncomp.ops.hash_uniform_np), the persistent
+LSTM forward kernel (float32, one block in the simulator), and a static unroll.
+
+numba reads NUMBA_ENABLE_CUDASIM when numba.cuda is first imported, so unless the current
+process already has it set, this module re-runs itself in a child process with it set.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+
+    def test_cuda_backend_in_simulator():
+        pytest.importorskip("numba")
+        try:
+            import numba.cuda  # noqa: F401  (numba-cuda or numba's own cuda package)
+        except Exception as exc:  # pragma: no cover
+            pytest.skip(f"numba.cuda not importable: {exc}")
+        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
+                   PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"),
+                                               os.environ.get("PYTHONPATH", "")]))
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                            __file__], env=env, cwd=str(ROOT), capture_output=True, text=True,
+                           timeout=600)
+        tail = (r.stdout + r.stderr)[-5000:]
+        if r.returncode == 5 or ("skipped" in tail and "passed" not in tail):
+            pytest.skip("simulator tests skipped in the subprocess:\n" + tail)
+        assert r.returncode == 0, tail
+
+else:
+    try:
+        from rnncomp.backends.cuda import compile as cuda_compile  # noqa: F401
+    except Exception as exc:  # pragma: no cover
+        pytest.skip(f"CUDA backend not importable in the simulator: {exc}",
+                    allow_module_level=True)
+
+    import rnncomp as rc
+    from rnncomp.autodiff import grad_graph
+    from rnncomp.compiler import compile_graph
+    from rnncomp.interp import evaluate
+    from rnncomp.ops import hash_uniform_np
+
+    B, H, T, I = 2, 3, 3, 2
+    SEQ = np.array([3, 1], np.int32)
+
+    CELLS = {
+        "basic_rnn_tanh": lambda: rc.BasicRNNCell(H),
+        "basic_rnn_relu": lambda: rc.BasicRNNCell(H, activation="relu"),
+        "basic_lstm": lambda: rc.BasicLSTMCell(H),
+        "lstm": lambda: rc.LSTMCell(H),
+        "lstm_peepholes": lambda: rc.LSTMCell(H, use_peepholes=True),
+        "gru_reset_before": lambda: rc.GRUCell(H, reset_after=False),
+        "gru_reset_after": lambda: rc.GRUCell(H, reset_after=True),
+        "multi": lambda: rc.MultiRNNCell([rc.BasicLSTMCell(H), rc.GRUCell(H, reset_after=True)]),
+        "projection": lambda: rc.OutputProjectionWrapper(rc.BasicRNNCell(H), 2),
+        "dropout": lambda: rc.DropoutWrapper(rc.BasicLSTMCell(H), 0.6, 0.7, 0.8),
+    }
+
+    def _model(make, dtype="f64", with_len=True, unroll="dynamic"):
+        def fn(X, L=None):
+            if unroll == "dynamic":
+                out, state = rc.dynamic_rnn(make(), X, sequence_length=L)
+            else:
+                xs = [rc.reshape(rc.slice(X, t, t + 1, axis=1), ("B", I)) for t in range(T)]
+                outs, state = rc.static_rnn(make(), xs, sequence_length=L)
+                out = rc.concat([rc.reshape(o, ("B", 1, o.shape[-1])) for o in outs], axis=1)
+            return rc.sum(out * out), out, state
+
+        inputs = {"X": rc.Input((None, T, I))}
+        if with_len:
+            inputs["L"] = rc.Input((None,), "i32")
+        return rc.Model(fn, inputs, dtype=dtype)
+
+    def _args(g, rng, dtype=np.float64, with_len=True, training=True, seed=12345):
+        vals = {"X": rng.standard_normal((B, T, I)).astype(dtype), "L": SEQ,
+                "@seed": np.int64(seed), "@training": np.bool_(training)}
+        out = []
+        for n in g.inputs:
+            if n.name in vals:
+                out.append(vals[n.name])
+            else:
+                out.append((0.5 * rng.standard_normal(n.shape)).astype(dtype))
+        return out
+
+    def _check(g, args, rtol=1e-10, atol=1e-12):
+        c = compile_graph(g, backend="cuda")
+        want = evaluate(g, args)
+        got = c(*args)
+        assert len(got) == len(want)
+        for k, (w, o) in enumerate(zip(want, got)):
+            assert o.shape == w.shape and o.dtype == w.dtype, (k, o.shape, w.shape)
+            np.testing.assert_allclose(o, w, rtol=rtol, atol=atol, err_msg=f"output {k}")
+        return c
+
+    @pytest.mark.parametrize("name", list(CELLS))
+    def test_forward_and_backward_match_interpreter(name):
+        rng = np.random.default_rng(0)
+        m = _model(CELLS[name])
+        for g in (m.graph, grad_graph(m.graph)):
+            _check(g, _args(g, rng))
+
+    def test_static_unroll_backward():
+        rng = np.random.default_rng(1)
+        m = _model(CELLS["gru_reset_before"], unroll="static")
+        g = grad_graph(m.graph)
+        _check(g, _args(g, rng))
+
+    def test_dropout_masks_bit_identical():
+        """float32 training-mode dropout: the keep/drop pattern must be identical (masks come
+        from the same hash); values agree to float32 rounding."""
+        rng = np.random.default_rng(2)
+        m = _model(lambda: rc.DropoutWrapper(rc.BasicRNNCell(H), 0.5, 0.5), dtype="f32",
+                   with_len=False)
+        args = _args(m.graph, rng, np.float32, with_len=False, seed=987654321012)
+        c = compile_graph(m.graph, backend="cuda")
+        got = c(*args)[1]
+        want = evaluate(m.graph, args)[1]
+        assert np.array_equal(got == 0, want == 0)
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+
+    from numba import cuda  # the simulator swaps module-level `cuda` inside kernels
+
+    from rnncomp.backends.cuda import runtime as rt
+
+    def test_hash_uniform_kernel_bit_identical():
+        @cuda.jit
+        def k(out, seed, site, step):
+            i = cuda.grid(1)
+            if i < out.size:
+                out[i] = rt.hash_uniform(seed, site, step, i)
+
+        for seed in (0, 1, 2**40 + 17, -5):
+            out = np.zeros(37)
+            k[2, 32](out, np.int64(seed), np.int64(3), np.int32(9))
+            np.testing.assert_array_equal(out, hash_uniform_np(seed, 3, 9, 37, np.float64))
+
+    @pytest.mark.parametrize("with_len", [True, False])
+    def test_persistent_lstm_forward(with_len):
+        """An inference LSTM graph (float32) is recognised and runs as one persistent kernel."""
+        rng = np.random.default_rng(3)
+
+        def fn(X, L=None):
+            out, state = rc.dynamic_rnn(rc.BasicLSTMCell(H, forget_bias=0.7), X,
+                                        sequence_length=L)
+            return out, state
+
+        inputs = {"X": rc.Input((None, T, I))}
+        if with_len:
+            inputs["L"] = rc.Input((None,), "i32")
+        m = rc.Model(fn, inputs, dtype="f32")
+        args = _args(m.graph, rng, np.float32, with_len=with_len)
+        c = _check(m.graph, args, rtol=2e-5, atol=2e-6)
+        assert len(c.lstm) == 1 and c.stats["persistent_runs"] == 1
+        c.persistent = False
+        got = c(*args)
+        assert c.stats["persistent_runs"] == 1
+        for w, o in zip(evaluate(m.graph, args), got):
+            np.testing.assert_allclose(o, w, rtol=2e-5, atol=2e-6)
+
+    def test_lstm_matcher_rejects_other_cells():
+        from rnncomp.backends.cuda.kernels_lstm import find_lstm_scans
+        from rnncomp.passes import optimize
+
+        for name in ("gru_reset_after", "lstm_peepholes", "basic_rnn_tanh"):
+            m = _model(CELLS[name], dtype="f32")
+            assert find_lstm_scans(optimize(m.graph).graph) == {}
+
+    def test_source_and_cache_file():
+        m = _model(CELLS["basic_lstm"])
+        c = compile_graph(m.graph, backend="cuda")
+        assert c.path.exists() and c.path.read_text() == c.source
+        assert "cuda.grid(1)" in c.source and "math.tanh" in c.source
+        assert "fm." not in c.source
