@@ -187,7 +187,7 @@ def rnncomp_runner(rc, cell, B, I, H, T, mode, sim, persistent="auto"):
     import cupy
 
     dev = [cupy.asarray(x) if isinstance(x, np.ndarray) and x.ndim else x for x in a]
-    return (lambda: c.run_device(*dev)), cupy.cuda.get_current_device().synchronize, c
+    return (lambda: c.run_device(*dev)), cupy.cuda.Device().synchronize, c
 
 
 def torch_runner(kind, B, I, H, T, mode, device):

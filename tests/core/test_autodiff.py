@@ -614,10 +614,16 @@ def test_value_and_grad_dispatches_to_compile_graph(monkeypatch, rng):
     m = _lstm_model()
     x = rng.standard_normal((2, 3, 3)).astype(np.float32)
     ref_out, ref = m.value_and_grad(m.init(0), X=x)
+    from rnncomp.grad import model_grad_graph
+
     for _ in range(2):
         out, g = m.value_and_grad(m.init(0), backend="fake", X=x)
-        assert out == ref_out and all(np.array_equal(g[k], ref[k]) for k in ref)
-    assert len(calls) == 1 and calls[0] == (m.grad_graph(), "fake")  # compiled once, cached
+        # compiled backends differentiate the pre-optimized forward graph: same values up to
+        # float32 rounding (the input projection is summed in another order)
+        assert np.allclose(out, ref_out, rtol=1e-5)
+        assert all(np.allclose(g[k], ref[k], rtol=1e-4, atol=1e-6) for k in ref)
+    # compiled once, cached; the graph is the pre-optimized gradient graph
+    assert len(calls) == 1 and calls[0] == (model_grad_graph(m, preoptimize=True), "fake")
 
 
 def test_compiled_cpu_gradients_equal_the_interpreter(rng):

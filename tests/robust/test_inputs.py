@@ -469,3 +469,79 @@ def test_trainer_arguments():
 
 N_CASES = (len(ERROR_CASES) * len(BACKENDS) + len(COMPILED_CASES)
            + len(SAME_CASES) * len(BACKENDS) + len(TRACE_CASES) + len(DATA_CASES))
+
+
+# -- debug mode: check_finite names the op and the time step ---------------------------------
+def _nan_at_step_3(X):
+    """log(-(1 + x^2)) only at step 3: the first NaN appears in op log at time step 3."""
+    def body(h, x):
+        sign = rc.where(rc.equal(rc.step_index(), 3), -1.0, 1.0)
+        y = rc.log(sign * (1.0 + x * x)) + h
+        return y, y
+    h, _ = rc.scan(body, rc.zeros(("B", 2)), rc.transpose(X, (1, 0, 2)))
+    return h
+
+
+def _inf_grad_at_step_2(X):
+    """sqrt(0) at step 2: finite forward, but d sqrt(u)/du = Inf there in the backward scan."""
+    def body(h, x):
+        gate = rc.where(rc.equal(rc.step_index(), 2), 0.0, 1.0)
+        y = rc.sqrt(gate * x * x) + h
+        return y, y
+    h, _ = rc.scan(body, rc.zeros(("B", 2)), rc.transpose(X, (1, 0, 2)))
+    return rc.mean(h)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_check_finite_names_op_and_time_step():
+    m = rc.Model(_nan_at_step_3, {"X": rc.Input((None, None, 2))})
+    x = np.ones((2, 6, 2), np.float32)
+    assert np.isnan(m({}, X=x)).all()  # without the debug mode: NaN silently propagates
+    with pytest.raises(NonFiniteError, match=r"^NaN first produced by op log f32\[B,2\] at time "
+                                             r"step 3$"):
+        m({}, X=x, check_finite=True)
+    assert np.isfinite(m({}, X=x[:, :3], check_finite=True)).all()  # steps 0..2 are fine
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_check_finite_in_the_backward_scan():
+    m = rc.Model(_inf_grad_at_step_2, {"X": rc.Input((None, None, 2))})
+    x = np.ones((2, 6, 2), np.float32)
+    loss, g = m.value_and_grad({}, wrt=["X"], X=x)
+    assert np.isfinite(loss) and np.isnan(g["X"][:, 2]).all()
+    with pytest.raises(NonFiniteError, match=r"Inf first produced by op div .* at time step 2"):
+        m.value_and_grad({}, wrt=["X"], X=x, check_finite=True)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_gradient_clipping_keeps_training_finite():
+    """A linear recurrence with gain > 1 over 25 steps: huge gradients. Plain SGD leaves the
+    finite range within a few steps; with clip_norm every step moves params by <= lr*clip."""
+    def fn(X, Y):
+        out, _ = rc.dynamic_rnn(rc.BasicRNNCell(4, activation=lambda z: z), X)
+        return rc.losses.mse(out, Y)
+
+    m = rc.Model(fn, {"X": rc.Input((None, None, 2)), "Y": rc.Input((None, None, 4))})
+    p0 = m.init(3)
+    p0["rnn/basic_rnn_cell/kernel"] = np.abs(p0["rnn/basic_rnn_cell/kernel"]) * 3.0
+    rng = np.random.default_rng(0)
+    batch = {"X": rng.random((2, 25, 2), np.float32), "Y": np.zeros((2, 25, 4), np.float32)}
+
+    def run(clip, steps=5):
+        tr = Trainer(m, optimizer=rc.optim.SGD(1.0), clip_norm=clip)
+        p, o = p0, tr.optimizer.init(p0)
+        losses_, finite = [], True
+        for _ in range(steps):
+            q, o, loss, norm = tr.step(p, o, batch)
+            losses_.append(loss)
+            finite &= all(np.isfinite(v).all() for v in q.values()) and np.isfinite(loss)
+            if clip is not None and np.isfinite(norm):
+                moved = np.sqrt(sum(np.sum((q[n].astype(np.float64) - p[n]) ** 2) for n in p))
+                assert moved <= 1.0 * clip * (1 + 1e-5)
+            p = q
+        return finite, losses_
+
+    finite, _ = run(None)
+    assert not finite  # the exploding setup really explodes
+    finite, hist = run(1.0)
+    assert finite and hist[-1] < hist[0]
