@@ -173,7 +173,7 @@ def save(
 
 def _parse_meta(raw: np.ndarray, path: str) -> dict[str, Any]:
     """Decode and sanity-check the JSON manifest."""
-    if raw.dtype != np.uint8 or raw.ndim != 1:
+    if not isinstance(raw, np.ndarray) or raw.dtype != np.uint8 or raw.ndim != 1:
         raise CheckpointError(f"{path}: invalid {_META_KEY} entry (expected a 1-D uint8 array)")
     try:
         meta = json.loads(raw.tobytes().decode("utf-8"))
@@ -219,6 +219,9 @@ def _read_group(
                 f"{path}: array {key!r} cannot be read; the file is corrupt or truncated "
                 f"or contains pickled objects ({type(exc).__name__}: {exc})"
             ) from exc
+        if not isinstance(arr, np.ndarray):  # NpzFile returns raw bytes for a non-.npy member
+            raise CheckpointError(f"{path}: member {key!r} is not a .npy array; the file is "
+                                  f"corrupt or was not written by rnncomp.checkpoint.save")
         if arr.shape != shape or arr.dtype != dtype:
             raise CheckpointError(
                 f"{path}: array {key!r} does not match {_META_KEY}: expected shape {shape} "

@@ -288,7 +288,7 @@ class Trainer:
         model's) and return the TrainState to pass to `fit`."""
         ck = checkpoint.load(path, expect_params={n: np.zeros(s.shape, s.dtype.np)
                                                   for n, s in self.model.param_specs.items()})
-        meta = ck.metadata or {}
+        meta = ck.metadata if isinstance(ck.metadata, dict) else {}
         if meta.get("kind") != "rnncomp.train":
             raise checkpoint.CheckpointError(f"{path}: not a checkpoint written by "
                                              f"Trainer.save_checkpoint")

@@ -69,7 +69,12 @@ __all__ = [
 FASTMATH_FLAGS = frozenset({"contract", "arcp", "afn"})
 KERNEL_FASTMATH = set(FASTMATH_FLAGS)
 _FM = set(FASTMATH_FLAGS)
+# float32 entry points are small enough for LLVM to inline (and vectorize) them at the call site,
+# so Numba-level inlining (which re-types the callee at every call and dominates cold compile
+# time) is not needed; the float64 tanh is too big for LLVM's inliner and must be inlined by
+# Numba to vectorize (measured: 1.6 ms vs 21-30 ms per 1M elements).
 _JIT = dict(inline="never", error_model="numpy", fastmath=_FM, cache=True)
+_JIT64 = dict(inline="always", error_model="numpy", fastmath=_FM, cache=False)
 
 _F32 = np.float32
 _F64 = np.float64
@@ -205,7 +210,7 @@ _E64_C = tuple(_F64(1.0 / f) for f in
 _ONE64 = _F64(1.0)
 
 
-@njit(**_JIT)
+@njit(**_JIT64)
 def exp_f64(x):
     xc = _E64_HI if x > _E64_HI else x
     xc = _E64_LO if xc < _E64_LO else xc
@@ -275,7 +280,7 @@ _T64_C = (
 _M2_64 = _F64(-2.0)
 
 
-@njit(**_JIT)
+@njit(**_JIT64)
 def tanh_f64(x):
     a = abs(x)
     e = exp_f64(_M2_64 * a)
@@ -307,7 +312,7 @@ def sigmoid_f32(x):
     return r if x >= _F32(0.0) else e * r
 
 
-@njit(**_JIT)
+@njit(**_JIT64)
 def sigmoid_f64(x):
     e = exp_f64(-abs(x))
     r = _ONE64 / (_ONE64 + e)
@@ -323,7 +328,7 @@ def relu_f32(x):
     return _F32(0.0) if x < _F32(0.0) else x
 
 
-@njit(**_JIT)
+@njit(**_JIT64)
 def relu_f64(x):
     return _F64(0.0) if x < _F64(0.0) else x
 
@@ -383,7 +388,7 @@ _L64_UP = _F64(18014398509481984.0)    # 2**54
 _L64_UPE = _F64(54.0)
 
 
-@njit(**_JIT)
+@njit(**_JIT64)
 def log_f64(x):
     den = x < _L64_TINY
     xs = x * _L64_UP if den else x

@@ -17,7 +17,7 @@ from conftest import B, H, I, T, pair_model_fn
 import rnncomp as rc
 import rnncomp.grad
 import rnncomp.model
-from rnncomp import data
+from rnncomp import data, losses, optim
 from rnncomp.interp import InputError, NonFiniteError
 from rnncomp.train import Trainer
 from rnncomp.trace import TraceError
@@ -89,7 +89,7 @@ def grad(**changes):
 
 def step(batch=None, params=None):
     def act(m, p, f, backend):
-        tr = Trainer(m, "loss", rc.optim.SGD(0.1), backend=backend)
+        tr = Trainer(m, "loss", optim.SGD(0.1), backend=backend)
         q = params(dict(p)) if params else p
         b = batch(f) if callable(batch) else (f if batch is None else batch)
         return tr.step(q, tr.optimizer.init(p), b)
@@ -519,7 +519,7 @@ def test_gradient_clipping_keeps_training_finite():
     finite range within a few steps; with clip_norm every step moves params by <= lr*clip."""
     def fn(X, Y):
         out, _ = rc.dynamic_rnn(rc.BasicRNNCell(4, activation=lambda z: z), X)
-        return rc.losses.mse(out, Y)
+        return losses.mse(out, Y)
 
     m = rc.Model(fn, {"X": rc.Input((None, None, 2)), "Y": rc.Input((None, None, 4))})
     p0 = m.init(3)
@@ -528,7 +528,7 @@ def test_gradient_clipping_keeps_training_finite():
     batch = {"X": rng.random((2, 25, 2), np.float32), "Y": np.zeros((2, 25, 4), np.float32)}
 
     def run(clip, steps=5):
-        tr = Trainer(m, optimizer=rc.optim.SGD(1.0), clip_norm=clip)
+        tr = Trainer(m, optimizer=optim.SGD(1.0), clip_norm=clip)
         p, o = p0, tr.optimizer.init(p0)
         losses_, finite = [], True
         for _ in range(steps):
