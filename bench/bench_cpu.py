@@ -177,7 +177,15 @@ def machine_info():
         numba_cpu = llb.get_host_cpu_name()
     except Exception:  # noqa: BLE001
         pass
+    src = {}
+    for f in ("backends/cpu/codegen.py", "rnncomp/passes.py", "rnncomp/autodiff.py"):
+        try:
+            src[f] = time.strftime("%Y-%m-%d %H:%M:%S",
+                                   time.gmtime(os.path.getmtime(os.path.join(ROOT, f))))
+        except OSError:
+            pass
     return {"cpu": cpu, "llvm_cpu": numba_cpu, "cores": os.cpu_count(), "versions": vers,
+            "source_mtime_utc": src,
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                                   "OPENBLAS_NUM_THREADS", "XLA_FLAGS")}}
 
@@ -751,6 +759,7 @@ def main(argv=None):
           f"{w0['machine']['cores']} cores; load avg start {load0}, end {load1}")
     print("versions:", w0["machine"]["versions"])
     print("env:", w0["machine"]["env"])
+    print("compiler sources (mtime UTC):", w0["machine"].get("source_mtime_utc"))
     for w in results:
         blas = w["blas"]
         if isinstance(blas, list):

@@ -246,7 +246,8 @@ THEIRS = {"lstm": ("cuDNN nn.LSTM", "lstm"), "gru_reset_after": ("cuDNN nn.GRU",
           "lstm_peephole": ("torch ops peephole", "peephole")}
 
 
-def timings(rc, configs, sim, budget, reps, results):
+def timings(rc, configs, sim, budget, reps, results,
+            cell_list=("lstm", "lstm_peephole", "gru_reset_after", "rnn_tanh")):
     rows = []
     t_end = time.perf_counter() + budget
     device = "cpu" if sim else "cuda"
@@ -255,7 +256,7 @@ def timings(rc, configs, sim, budget, reps, results):
         have_torch = True
     except ImportError:
         have_torch = False
-    for cell in ("lstm", "lstm_peephole", "gru_reset_after", "rnn_tanh"):
+    for cell in cell_list:
         for (B, I, H, T) in configs:
             for mode in ("fwd", "fwd+bwd"):
                 label = f"{cell:14s} B{B} I{I} H{H} T{T} {mode}"
@@ -273,6 +274,9 @@ def timings(rc, configs, sim, budget, reps, results):
                             f"{c.stats['graph_replays'] > 0}")
                     if c.capture_error:
                         note += f" capture_error={c.capture_error[:60]}"
+                        if not results.get("capture_tb_shown"):
+                            results["capture_tb_shown"] = True
+                            print(c.capture_traceback, flush=True)
                     log(f"  {label}: rnncomp {ours:.3f} ms ({note}; setup "
                         f"{time.perf_counter() - t0:.1f}s)")
                 except Exception as e:  # noqa: BLE001
@@ -303,6 +307,7 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--T", type=int, default=100)
     ap.add_argument("--skip-check", action="store_true")
+    ap.add_argument("--cells", default="lstm,lstm_peephole,gru_reset_after,rnn_tanh")
     a = ap.parse_args()
     rc = setup(a.sim)
     import numpy as np
@@ -337,7 +342,7 @@ def main():
                    (256, 1024, 1024, T)]
         reps = a.reps
     log("phase 2: timings")
-    timings(rc, configs, a.sim, a.budget, reps, results)
+    timings(rc, configs, a.sim, a.budget, reps, results, a.cells.split(","))
     out = os.environ.get("OUT")
     if out:
         Path(out, "bench_gpu.json").write_text(json.dumps(results, indent=1, default=str))

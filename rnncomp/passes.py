@@ -363,7 +363,11 @@ def _batch(n: Node, env: dict[int, tuple[Node, bool]]) -> tuple[Node, bool] | No
         rank = n.ndim
         if any(not b and x.ndim > rank for x, b in ins):
             return None
-        return ops.remake(n, [x for x, _ in ins]), True
+        # a batched per-step value of lower rank (e.g. a per-step scalar stacked to [T]) keeps
+        # its time axis leading: [T] -> [T, 1, ..., 1] before broadcasting with [T, ...]
+        return ops.remake(n, [ops.reshape(x, (x.shape[0],) + (1,) * (rank + 1 - x.ndim)
+                                          + tuple(x.shape[1:])) if b and x.ndim <= rank else x
+                              for x, b in ins]), True
     if n.op is Op.MATMUL:
         (a, ba), (w, bw) = ins
         if not ba or bw:

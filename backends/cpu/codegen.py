@@ -145,7 +145,9 @@ def _emit_graph(graph: Graph, em: Emitter, names: dict[int, str], blk: Block) ->
             off = 0
             for i in n.inputs:
                 key = (id(i.inputs[0]), i.attr("index"))
-                if key not in blk.concat_into:
+                # (a result already stored straight into a scan's ys row keeps that target:
+                # only one direct store is emitted, the concat then copies that part)
+                if key not in blk.concat_into and key not in blk.direct:
                     blk.concat_into[key] = (n, off)
                 off += i.shape[-1]
     for n in graph.nodes:

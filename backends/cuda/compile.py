@@ -83,17 +83,26 @@ class CompiledCuda:
         self.timings = timings
         self.prog = Program(self.optimized)
         self.sim = simulator()
+        if not self.sim:
+            from .compat import available
+
+            if not available():
+                raise RuntimeError("rnncomp cuda backend: no usable GPU (numba.cuda sees none); "
+                                   "set NUMBA_ENABLE_CUDASIM=1 before importing numba to run "
+                                   "the generated kernels in numba's CUDA simulator")
         self.xp = rt.get_xp()
         self.stream = None
         if not self.sim:
             self.stream = self.xp.cuda.Stream(non_blocking=True)
         self.launcher = rt.Launcher(self.sim, self.stream)
+        self.gemm = rt.Gemm(self.xp, self.sim, self.stream)
         self.persistent: Any = os.environ.get("RNNCOMP_CUDA_PERSISTENT", "auto")
         if self.persistent in ("0", "1"):
             self.persistent = self.persistent == "1"
         self.persistent_max_batch = 16
         self.use_graphs = os.environ.get("RNNCOMP_CUDA_GRAPHS", "1") != "0"
         self.capture_error: str | None = None
+        self.capture_traceback: str | None = None
         self.lstm = kernels_lstm.find_lstm_scans(self.optimized)
         self.stats = {"graph_replays": 0, "captures": 0, "persistent_runs": 0, "eager_steps": 0}
         self._bufs: dict = {}
@@ -243,10 +252,10 @@ class CompiledCuda:
             a, w = ins
             out = self.buf(key, sh, dt)
             if a.ndim == 2:
-                xp.matmul(a, w, out=out)
+                self.gemm(a, w, out)
             else:
                 a2 = xp.ascontiguousarray(a).reshape(-1, a.shape[-1])
-                xp.matmul(a2, w, out=out.reshape(a2.shape[0], out.shape[-1]))
+                self.gemm(a2, w, out.reshape(a2.shape[0], out.shape[-1]))
             env[id(n)] = out
         elif op is Op.TENSORDOT:
             env[id(n)] = xp.ascontiguousarray(xp.tensordot(
@@ -417,7 +426,10 @@ class CompiledCuda:
                     self._graphs[key] = g
                     self.stats["captures"] += 1
                 except Exception as e:  # plain launches instead
+                    import traceback
+
                     self.capture_error = f"{type(e).__name__}: {e}"
+                    self.capture_traceback = traceback.format_exc()
                     self.use_graphs = False
                     g = None
             if g is not None:

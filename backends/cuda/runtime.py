@@ -11,6 +11,7 @@ the environment (default ``0``); :func:`get_xp` warns when it finds TF32 switche
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import warnings
@@ -167,3 +168,104 @@ def as_host(x) -> np.ndarray:
     if hasattr(x, "get"):
         return x.get()
     return np.array(x)
+
+
+# ------------------------------------------------------------------------------------------
+# GEMM: raw cuBLAS (CuPy's matmul refuses to run while a stream is being captured)
+# ------------------------------------------------------------------------------------------
+def _layout(x):
+    """(transpose?, leading dimension) of a 2-D array with one unit stride, else None."""
+    isz = x.itemsize
+    s0, s1 = x.strides
+    r, c = x.shape
+    if (s1 == isz or c == 1) and s0 % isz == 0 and s0 // isz >= max(1, c):
+        return 0, max(1, s0 // isz, c)
+    if (s0 == isz or r == 1) and s1 % isz == 0 and s1 // isz >= max(1, r):
+        return 1, max(1, s1 // isz, r)
+    return None
+
+
+_LIB: list = []
+
+
+def _cublas_lib():
+    """libcublas through ctypes (the one CuPy loaded), or None."""
+    if not _LIB:
+        lib = None
+        for name in ("libcublas.so.13", "libcublas.so.12", "libcublas.so"):
+            try:
+                lib = ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        if lib is not None:
+            ci, vp = ctypes.c_int, ctypes.c_void_p
+            for fn in (lib.cublasSgemm_v2, lib.cublasDgemm_v2):
+                fn.argtypes = [vp, ci, ci, ci, ci, ci, vp, vp, ci, vp, ci, vp, vp, ci]
+                fn.restype = ci
+            lib.cublasSetStream_v2.argtypes = [vp, vp]
+            lib.cublasSetStream_v2.restype = ci
+        _LIB.append(lib)
+    return _LIB[0]
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise RuntimeError(f"cuBLAS error {status}")
+
+
+class Gemm:
+    """out[m, n] = a[m, k] @ b[k, n] (float32/float64, 2-D, beta = 0) on one stream through
+    cuBLAS directly (true fp32: the handle's default math mode, no TF32 unless CUPY_TF32=1);
+    falls back to xp.matmul for other layouts/dtypes and in the simulator."""
+
+    def __init__(self, xp, sim: bool, stream=None):
+        self.xp = xp
+        self.sim = sim
+        self.stream = stream
+        self.consts = {np.dtype(np.float32): (np.ones((), np.float32), np.zeros((), np.float32)),
+                       np.dtype(np.float64): (np.ones((), np.float64), np.zeros((), np.float64))}
+        self.raw_calls = 0
+        self.handle = None
+
+    def __call__(self, a, b, out):
+        dt = out.dtype
+        if self.sim or a.ndim != 2 or b.ndim != 2 or dt not in self.consts or \
+                a.dtype != dt or b.dtype != dt or not out.flags.c_contiguous:
+            self.xp.matmul(a, b, out=out)
+            return out
+        la, lb = _layout(a), _layout(b)
+        m, k = a.shape
+        n = b.shape[1]
+        if la is None or lb is None:
+            self.xp.matmul(a, b, out=out)
+            return out
+        if m == 0 or n == 0:
+            return out
+        if k == 0:
+            out.fill(0)
+            return out
+        if self.handle is None:
+            # fetched once, eagerly (step 0 runs before capture): CuPy's get_cublas_handle()
+            # and its cublas wrappers (re)bind the stream, which CuPy refuses during capture
+            self.handle = self.xp.cuda.device.get_cublas_handle()
+        sp = self.stream.ptr if self.stream is not None else 0
+        one, zero = self.consts[dt]
+        lib = _cublas_lib()
+        if lib is None:
+            from cupy_backends.cuda.libs import cublas
+
+            f = cublas.sgemm if dt == np.float32 else cublas.dgemm
+            f(self.handle, lb[0], la[0], n, m, k, one.ctypes.data, b.data.ptr, lb[1],
+              a.data.ptr, la[1], zero.ctypes.data, out.data.ptr, n)
+            return out
+        if not self.xp.cuda.runtime.streamIsCapturing(sp):
+            _check(lib.cublasSetStream_v2(ctypes.c_void_p(self.handle), ctypes.c_void_p(sp)))
+        f = lib.cublasSgemm_v2 if dt == np.float32 else lib.cublasDgemm_v2
+        # row-major C = A B  <=>  column-major C^T = B^T A^T
+        _check(f(ctypes.c_void_p(self.handle), lb[0], la[0], n, m, k,
+                 ctypes.c_void_p(one.ctypes.data), ctypes.c_void_p(b.data.ptr), lb[1],
+                 ctypes.c_void_p(a.data.ptr), la[1], ctypes.c_void_p(zero.ctypes.data),
+                 ctypes.c_void_p(out.data.ptr), n))
+        self.raw_calls += 1
+        return out

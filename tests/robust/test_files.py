@@ -10,6 +10,7 @@ model, of another kind, or of a newer format.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,7 +22,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import run_python, subprocess_env
+from conftest import subprocess_env
 
 import rnncomp as rc
 from rnncomp import checkpoint as ckpt
@@ -235,9 +236,6 @@ def test_restore_in_a_fresh_process_matches(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.npz")],
                        env=subprocess_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    import hashlib
     want = hashlib.sha256(b"".join(p[k].tobytes() for k in sorted(p))).hexdigest()
     assert r.stdout.strip() == want
 
-
-assert run_python  # (shared helper; used by test_determinism.py too)
