@@ -58,6 +58,8 @@ def main(argv=None) -> int:
                   f"cell={json.dumps(case['cell'])}", flush=True)
         try:
             tf.check_case(case, args.backend)
+        except ImportError:  # a broken environment, not a finding
+            raise
         except Exception as e:
             last[:] = [case, e]
             raise

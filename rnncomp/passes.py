@@ -534,12 +534,13 @@ def dce(g: Graph) -> Graph:
         mapping = {}
         for it in items:
             k = it.attr("index")
+            k = alias.get(k, k)  # (a duplicate of a passthrough y is that input too)
             if k < nc:
                 mapping[id(it)] = ops.item(new, k)
             elif k in passthrough:
                 mapping[id(it)] = passthrough[k]
             else:
-                mapping[id(it)] = ops.item(new, pos[alias.get(k, k)])
+                mapping[id(it)] = ops.item(new, pos[k])
         return mapping
 
     return _scan_pass(g, fn)

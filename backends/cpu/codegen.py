@@ -142,13 +142,14 @@ def _emit_graph(graph: Graph, em: Emitter, names: dict[int, str], blk: Block) ->
         if n.op is Op.CONCAT and n.attr("axis") == n.ndim - 1 and all(
                 i.op is Op.ITEM and i.inputs[0].op is Op.FUSED for i in n.inputs) and \
                 len({id(i) for i in n.inputs}) == len(n.inputs):
+            keys = [(id(i.inputs[0]), i.attr("index")) for i in n.inputs]
+            # all parts or none: a part that already has a store target (a scan's ys row, or
+            # another concat) keeps it, and this concat is then emitted as a copy
+            if any(k in blk.concat_into or k in blk.direct for k in keys):
+                continue
             off = 0
-            for i in n.inputs:
-                key = (id(i.inputs[0]), i.attr("index"))
-                # (a result already stored straight into a scan's ys row keeps that target:
-                # only one direct store is emitted, the concat then copies that part)
-                if key not in blk.concat_into and key not in blk.direct:
-                    blk.concat_into[key] = (n, off)
+            for i, key in zip(n.inputs, keys):
+                blk.concat_into[key] = (n, off)
                 off += i.shape[-1]
     for n in graph.nodes:
         if id(n) in names:

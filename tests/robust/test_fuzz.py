@@ -259,6 +259,8 @@ def save_failure(case: dict[str, Any], name: str, error: BaseException) -> Path:
 def run_recording(case, name: str, backend: str = "cpu") -> None:
     try:
         check_case(case, backend)
+    except ImportError:  # a broken environment, not a finding
+        raise
     except Exception as e:  # includes AssertionError
         save_failure(case, name, e)
         raise

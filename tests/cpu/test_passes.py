@@ -1,0 +1,339 @@
+"""The optimizing passes: semantics preserved, golden before/after prints, and the structure the
+CPU backend relies on. Interpreter only: nothing here compiles with Numba.
+
+- Every pass of PIPELINE (run by `optimize` with the verifier after each pass) preserves the
+  interpreter's results: on every built-in cell (forward and gradient graphs, dynamic and static
+  unroll, with sequence_length), and on random custom cells (hypothesis, derandomized).
+- Each pass has a golden before/after print on a small LSTM, a small GRU and the LSTM's gradient
+  graph (tests/cpu/golden/passes/; regenerate with RNNCOMP_UPDATE_GOLDEN=1).
+- Structure: the LSTM scan body keeps ONE matmul (the recurrent one), the input projection is one
+  GEMM before the loop, the gate arithmetic of a step is one FUSED node; in the backward graph
+  the weight-gradient tensordots and the dX matmul are outside the reverse scan.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import rnncomp as rc
+from rnncomp.autodiff import grad_graph
+from rnncomp.interp import evaluate
+from rnncomp.ir import Graph, GroupOp, Op
+from rnncomp.passes import PIPELINE, optimize
+from rnncomp.trace import flatten
+
+PASS_NAMES = [name for name, _ in PIPELINE]
+B, T, I = 3, 4, 2
+RTOL = 1e-12
+
+
+def _run(g: Graph, args):
+    return [np.asarray(o) for o in evaluate(g, args)]
+
+
+def _assert_same(got, ref, what, rtol=RTOL):
+    assert len(got) == len(ref), what
+    for k, (a, b) in enumerate(zip(got, ref)):
+        assert a.shape == b.shape and a.dtype == b.dtype, f"{what}: output {k}"
+        if b.dtype.kind == "f":
+            scale = float(np.max(np.abs(b))) if b.size else 0.0
+            np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * max(scale, 1e-300),
+                                       err_msg=f"{what}: output {k}")
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=f"{what}: output {k}")
+
+
+def _args(m: rc.Model, rng, inputs, training=True, seed=5):
+    p = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in m.init(0).items()}
+    return m.arguments(p, inputs, training, seed)
+
+
+def check_stages(g: Graph, args, what: str):
+    """optimize(g) with the verifier; every stage gives the results of the input graph, and the
+    stages are exactly the passes applied one after another."""
+    ref = _run(g, args)
+    res = optimize(g, verify=True)
+    assert list(res.stages) == ["traced"] + PASS_NAMES
+    for name in PASS_NAMES:
+        _assert_same(_run(res.stages[name], args), ref, f"{what}: after {name}")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Built-in cells
+# ---------------------------------------------------------------------------------------------
+CELLS = {
+    "rnn_tanh": lambda: rc.BasicRNNCell(3),
+    "rnn_relu": lambda: rc.BasicRNNCell(3, activation="relu"),
+    "basic_lstm": lambda: rc.BasicLSTMCell(3),
+    "lstm_peep": lambda: rc.LSTMCell(3, use_peepholes=True),
+    "gru_before": lambda: rc.GRUCell(3, reset_after=False),
+    "gru_after": lambda: rc.GRUCell(3, reset_after=True),
+    "multi_tuple": lambda: rc.MultiRNNCell([rc.BasicLSTMCell(3), rc.GRUCell(2, False)]),
+    "multi_concat": lambda: rc.MultiRNNCell([rc.BasicRNNCell(2), rc.LSTMCell(3, True)],
+                                            state_is_tuple=False),
+    "dropout": lambda: rc.DropoutWrapper(rc.BasicLSTMCell(3), input_keep_prob=0.7,
+                                         output_keep_prob=0.8, state_keep_prob=0.9),
+    "projection": lambda: rc.OutputProjectionWrapper(rc.GRUCell(3, reset_after=True), 2),
+}
+
+
+def _cell_model(make, dynamic: bool):
+    def fn(X, L, R):
+        if dynamic:
+            out, st = rc.dynamic_rnn(make(), X, sequence_length=L)
+        else:
+            xs = [rc.reshape(rc.slice(X, t, t + 1, axis=1), (B, I)) for t in range(T)]
+            outs, st = rc.static_rnn(make(), xs, sequence_length=L)
+            out = rc.concat([rc.expand_dims(o, 1) for o in outs], axis=1)
+        loss = rc.sum(out * R)
+        for s in flatten(st)[0]:
+            loss = loss + rc.sum(rc.tanh(s))
+        return loss, out, st
+
+    probe = make()
+    return rc.Model(fn, {"X": rc.Input((B, T, I)), "L": rc.Input((B,), "i32"),
+                         "R": rc.Input((B, T, probe.output_size))}, dtype="f64")
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dyn", "static"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_passes_preserve_cells(cell, dynamic):
+    rng = np.random.default_rng(7)
+    m = _cell_model(CELLS[cell], dynamic)
+    out_size = CELLS[cell]().output_size
+    inputs = {"X": rng.standard_normal((B, T, I)), "L": np.array([0, T, 2], np.int32),
+              "R": rng.standard_normal((B, T, out_size))}
+    args = _args(m, rng, inputs)
+    check_stages(m.graph, args, f"{cell} forward")
+    wrt = m.graph.param_names + ["X"]
+    for pre in (False, True):
+        check_stages(grad_graph(m.graph, 0, wrt, preoptimize=pre), args,
+                     f"{cell} gradient (preoptimize={pre})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Random custom cells (hypothesis)
+# ---------------------------------------------------------------------------------------------
+HS = settings(max_examples=15, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+S = 3  # state size
+
+
+def _expr(depth: int):
+    """A random per-step expression: a tree over x [B, I] and h [B, S] giving [B, S]."""
+    leaf = st.sampled_from(["x", "h"]).map(lambda v: ("proj", v))
+    if depth == 0:
+        return leaf
+    sub = _expr(depth - 1)
+    return st.one_of(
+        leaf,
+        st.tuples(st.sampled_from(["add", "sub", "mul"]), sub, sub),
+        st.tuples(st.sampled_from(["sigmoid", "tanh", "relu"]), sub),
+        st.tuples(st.just("where"), sub, sub, sub),
+        st.tuples(st.just("gate"), sub, sub),  # split/concat: a [B, 2S] matmul, halves mixed
+        st.tuples(st.just("proj_of"), sub),  # a matmul of an intermediate (recurrent chain)
+    )
+
+
+def _build(tree, x, h, params):
+    kind = tree[0]
+
+    def P(shape):
+        k = len(params)
+        w = rc.param(f"w{k}", shape, "glorot_uniform")
+        params.append(w)
+        return w
+
+    if kind == "proj":
+        v = x if tree[1] == "x" else h
+        return rc.matmul(v, P((v.shape[1], S)))
+    if kind in ("add", "sub", "mul"):
+        return getattr(rc, kind)(_build(tree[1], x, h, params), _build(tree[2], x, h, params))
+    if kind in ("sigmoid", "tanh", "relu"):
+        return getattr(rc, kind)(_build(tree[1], x, h, params))
+    if kind == "where":
+        c = _build(tree[1], x, h, params)
+        return rc.where(rc.greater(c, rc.zeros_like(c)), _build(tree[2], x, h, params),
+                        _build(tree[3], x, h, params))
+    if kind == "gate":
+        z = rc.matmul(rc.concat([x, h], 1), P((I + S, 2 * S)))
+        a, b = rc.split(z, 2, axis=1)
+        return rc.sigmoid(a) * _build(tree[1], x, h, params) + \
+            rc.tanh(b) * _build(tree[2], x, h, params)
+    if kind == "proj_of":
+        return rc.matmul(_build(tree[1], x, h, params), P((S, S))) + P((S,))
+    raise AssertionError(kind)
+
+
+def _uses_h(tree) -> bool:
+    if tree[0] in ("gate",) or tree == ("proj", "h"):
+        return True
+    return any(isinstance(c, tuple) and _uses_h(c) for c in tree[1:])
+
+
+@HS
+@given(tree=_expr(3), with_len=st.booleans(), reverse_bias=st.booleans())
+def test_passes_preserve_random_custom_cells(tree, with_len, reverse_bias):
+    # a cell whose new state ignores the old one hits a known autodiff bug (see
+    # test_non_recurrent_cell_gradient below): keep every generated cell recurrent
+    assume(reverse_bias or _uses_h(tree))
+
+    def step(x, h):
+        params: list = []
+        new_h = rc.tanh(_build(tree, x, h, params))
+        if reverse_bias:
+            new_h = new_h + 0.5 * h
+        return new_h, new_h
+
+    def fn(X, L, R):
+        cell = rc.FunctionCell(step, S)
+        out, st = rc.dynamic_rnn(cell, X, sequence_length=L if with_len else None)
+        return rc.sum(out * R) + rc.sum(st * st), out
+
+    m = rc.Model(fn, {"X": rc.Input((B, T, I)), "L": rc.Input((B,), "i32"),
+                      "R": rc.Input((B, T, S))}, dtype="f64")
+    rng = np.random.default_rng(3)
+    inputs = {"X": rng.standard_normal((B, T, I)), "L": np.array([0, T, 2], np.int32),
+              "R": rng.standard_normal((B, T, S))}
+    args = _args(m, rng, inputs)
+    check_stages(m.graph, args, f"custom cell {tree} forward")
+    check_stages(grad_graph(m.graph, 0, m.graph.param_names + ["X"], preoptimize=True), args,
+                 f"custom cell {tree} gradient")
+
+
+@pytest.mark.xfail(strict=True, reason="autodiff._transpose_scan builds a reverse scan with no xs "
+                   "and no static length when, after the forward pipeline, the backward body "
+                   "reads no per-step value (the new state ignores the old one): ShapeError")
+def test_non_recurrent_cell_gradient():
+    def fn(X):
+        cell = rc.FunctionCell(lambda x, h: (rc.tanh(rc.matmul(x, rc.param("w", (I, S)))),) * 2, S)
+        out, st = rc.dynamic_rnn(cell, X)
+        return rc.sum(st * st), out
+
+    m = rc.Model(fn, {"X": rc.Input((B, T, I))}, dtype="f64")
+    grad_graph(m.graph, 0, m.graph.param_names, preoptimize=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Golden before/after prints
+# ---------------------------------------------------------------------------------------------
+def _lstm_model():
+    def f(X):
+        out, st = rc.dynamic_rnn(rc.BasicLSTMCell(4), X)
+        return rc.sum(out * out), out
+
+    return rc.Model(f, {"X": rc.Input((None, None, 3))}, dtype="f32")
+
+
+def _gru_model():
+    def f(X, L):
+        out, st = rc.dynamic_rnn(rc.GRUCell(4, reset_after=False), X, sequence_length=L)
+        return rc.sum(out * out), out
+
+    return rc.Model(f, {"X": rc.Input((None, None, 3)), "L": rc.Input((None,), "i32")},
+                    dtype="f32")
+
+
+def _golden_graphs() -> dict[str, Graph]:
+    lstm = _lstm_model()
+    return {
+        "lstm": lstm.graph,
+        "gru": _gru_model().graph,
+        "lstm_grad": grad_graph(lstm.graph, 0, lstm.graph.param_names + ["X"],
+                                preoptimize=True),
+    }
+
+
+@pytest.fixture(scope="module")
+def golden_stages():
+    return {k: optimize(g, verify=True) for k, g in _golden_graphs().items()}
+
+
+GOLDEN = [(g, k, name) for g in ("lstm", "gru", "lstm_grad")
+          for k, name in enumerate(PASS_NAMES)]
+
+
+@pytest.mark.parametrize("graph,k,name", GOLDEN, ids=[f"{g}-{n}" for g, _, n in GOLDEN])
+def test_pass_golden(golden_stages, golden, graph, k, name):
+    res = golden_stages[graph]
+    before = res.stages["traced" if k == 0 else PASS_NAMES[k - 1]]
+    after = res.stages[name]
+    # the stage is exactly this pass applied to the previous stage
+    assert str(PIPELINE[k][1](before)) == str(after)
+    text = f"# {graph}: before {name}\n{before}\n\n# {graph}: after {name}\n{after}\n"
+    golden(f"passes/{graph}/{k:02d}_{name}.txt", text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure
+# ---------------------------------------------------------------------------------------------
+def _scans(g: Graph):
+    return [n for n in g.nodes if n.op is Op.SCAN]
+
+
+def _count(g: Graph, op: Op, deep=False) -> int:
+    return sum(n.op is op for n in (g.all_nodes() if deep else g.nodes))
+
+
+@pytest.fixture(scope="module")
+def lstm_opt():
+    m = _lstm_model()
+    fwd = optimize(m.graph, verify=True).graph
+    bwd = optimize(grad_graph(m.graph, 0, m.graph.param_names + ["X"], preoptimize=True),
+                   verify=True).graph
+    return m, fwd, bwd
+
+
+def test_lstm_forward_has_one_recurrent_matmul(lstm_opt):
+    _, fwd, _ = lstm_opt
+    (scan,) = _scans(fwd)
+    body: Graph = scan.attr("body")
+    mms = [n for n in body.all_nodes() if n.op in GroupOp.Contraction]
+    assert len(mms) == 1, [str(n) for n in mms]
+    (mm,) = mms
+    carries = body.inputs[1:1 + scan.attr("n_carry")]
+    assert mm.inputs[0] in carries, "the body's matmul must be the recurrent h @ U"
+    # the input projection: ONE matmul over [T, B, I] before the loop, feeding the scan's xs
+    outer = [n for n in fwd.nodes if n.op is Op.MATMUL]
+    assert len(outer) == 1 and outer[0].ndim == 3
+    xs = scan.inputs[scan.attr("n_carry"):scan.attr("n_carry") + scan.attr("n_xs")]
+    assert outer[0] in xs
+
+
+def test_lstm_gate_arithmetic_is_one_fused_node(lstm_opt):
+    _, fwd, _ = lstm_opt
+    (scan,) = _scans(fwd)
+    body: Graph = scan.attr("body")
+    fused = [n for n in body.nodes if n.op is Op.FUSED]
+    assert len(fused) == 1
+    inner = {n.op for n in fused[0].attr("body").nodes}
+    assert {Op.SIGMOID, Op.TANH, Op.MUL, Op.ADD} <= inner
+    # nothing elementwise is left outside the group in the step
+    assert not [n for n in body.nodes if n.op in GroupOp.Elementwise], \
+        [str(n) for n in body.nodes if n.op in GroupOp.Elementwise]
+
+
+def test_lstm_backward_weight_and_input_gradients_leave_the_loop(lstm_opt):
+    m, _, bwd = lstm_opt
+    rev = [s for s in _scans(bwd) if s.attr("reverse")]
+    assert len(rev) == 1
+    body: Graph = rev[0].attr("body")
+    assert _count(body, Op.TENSORDOT, deep=True) == 0
+    mms = [n for n in body.all_nodes() if n.op is Op.MATMUL]
+    assert len(mms) == 1, "only the recurrent dh = dz @ U^T stays in the reverse loop"
+    # outside: dW_x, dW_h as tensordots over all T*B rows, dX as one [T, B, 4H] GEMM
+    outer = bwd.nodes
+    tds = [n for n in outer if n.op is Op.TENSORDOT]
+    assert len(tds) == 2 and all(n.attr("a_axes") == (0, 1) for n in tds)
+    rev_ys = {id(n) for n in outer if n.op is Op.ITEM and n.inputs[0] is rev[0]}
+    assert all(any(id(i) in rev_ys for i in n.inputs) for n in tds)
+    dx_mm = [n for n in outer if n.op is Op.MATMUL and n.ndim == 3 and n.inputs[0].op is Op.ITEM
+             and n.inputs[0].inputs[0] is rev[0]]
+    assert len(dx_mm) == 1
+    n_fwd = len(m.graph.outputs)
+    dX = bwd.outputs[n_fwd + len(m.graph.param_names)]
+    assert dX.shape == ("B", "T", 3)
