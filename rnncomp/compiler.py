@@ -204,6 +204,9 @@ def compile_graph(graph: Graph, backend: str = "cpu", *, cache: str | os.PathLik
             _warn_corrupt(path, f"importing it failed ({type(e).__name__}: {e})")
             mod = _reload(path, source)
     timings["import"] = time.perf_counter() - t0
+    # (the module may come from sys.modules, imported from another cache directory earlier in
+    # this process: report the file it really came from)
+    path = Path(getattr(mod, "__file__", None) or path)
     return CompiledGraph(graph, backend, opt, source, path, key, mod.kernel, timings)
 
 

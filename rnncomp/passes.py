@@ -136,6 +136,24 @@ def _simplify(n: Node) -> Node | None:
         return _simplify_slice(n)
     if op is Op.STOP_GRADIENT:
         return ins[0]  # after autodiff, stop_gradient is the identity
+    if op in GroupOp.Binary and len(ins) == 2:
+        # broadcast(reshape(literal)) feeding an elementwise op whose other operand already has
+        # the result's shape is the literal itself (the seed cotangent 1.0 of a loss)
+        for k in (0, 1):
+            lit = _splat_literal(ins[k])
+            if lit is not None and ins[1 - k].shape == n.shape:
+                new = [ins[0], ins[1]]
+                new[k] = lit
+                return ops.remake(n, new)
+    return None
+
+
+def _splat_literal(x: Node) -> Node | None:
+    seen = x
+    while seen.op in (Op.BROADCAST, Op.RESHAPE):
+        seen = seen.inputs[0]
+    if seen is not x and seen.op is Op.CONST:
+        return seen
     return None
 
 
@@ -547,6 +565,51 @@ def dce(g: Graph) -> Graph:
 
 
 # ---------------------------------------------------------------------------------------------
+# Gate fusion
+# ---------------------------------------------------------------------------------------------
+def gate_fusion(g: Graph) -> Graph:
+    """The gate matmuls of a cell become one matmul with concatenated weights:
+    x @ W1, x @ W2, ... (same left operand) -> x @ [W1 | W2 | ...] read back through slices, and
+    a @ W1 + b @ W2 (same output) -> [a | b] @ [W1 ; W2]. Weight concatenations that depend on
+    invariants only leave the loop by the following LICM."""
+
+    def transform(x: Graph) -> Graph:
+        x = map_graph(x, lambda n: n, transform)
+        nodes = x.nodes
+        by_lhs: dict[int, list[Node]] = {}
+        for n in nodes:
+            if n.op is Op.MATMUL and n.inputs[1].op is not Op.CONCAT:
+                by_lhs.setdefault(id(n.inputs[0]), []).append(n)
+        mapping: dict[int, Node] = {}
+        for lhs_id, mms in by_lhs.items():
+            mms = [m for i, m in enumerate(mms) if all(m.inputs[1] is not o.inputs[1]
+                                                       for o in mms[:i])]
+            if len(mms) < 2:
+                continue
+            a = mms[0].inputs[0]
+            w = ops.concat([m.inputs[1] for m in mms], 1)
+            fused = ops.matmul(a, w)
+            off = 0
+            for m in mms:
+                n_ = m.inputs[1].shape[1]
+                mapping[id(m)] = ops.slice_(fused, fused.ndim - 1, off, off + n_)
+                off += n_
+        for n in nodes:
+            if n.op is Op.ADD and id(n) not in mapping:
+                a, b = n.inputs
+                if a.op is Op.MATMUL and b.op is Op.MATMUL and a.shape == b.shape == n.shape \
+                        and a.ndim == 2 and id(a) not in mapping and id(b) not in mapping \
+                        and a.inputs[0].shape[0] == b.inputs[0].shape[0]:
+                    lhs = ops.concat([a.inputs[0], b.inputs[0]], 1)
+                    mapping[id(n)] = ops.matmul(lhs, ops.concat([a.inputs[1], b.inputs[1]], 0))
+        if not mapping:
+            return x
+        return Graph(x.inputs, substitute(x.outputs, mapping, ops.remake))
+
+    return transform(g)
+
+
+# ---------------------------------------------------------------------------------------------
 # Elementwise fusion
 # ---------------------------------------------------------------------------------------------
 def _fusible(n: Node) -> bool:
@@ -750,6 +813,9 @@ PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("simplify2", simplify),
     ("licm2", licm),
     ("dce", dce),
+    ("gate_fusion", gate_fusion),
+    ("licm3", licm),
+    ("dce2", dce),
     ("fuse_elementwise", fuse_elementwise),
 ]
 
@@ -757,7 +823,8 @@ PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
 # the part of the pipeline that runs on a forward graph before autodiff (no fusion: autodiff
 # differentiates ordinary ops)
 FORWARD_PIPELINE = [p for p in PIPELINE if p[0] in ("fold_constants", "simplify", "cse", "licm",
-                                                     "hoist", "licm2", "dce")]
+                                                     "hoist", "licm2", "dce", "gate_fusion",
+                                                     "licm3", "dce2")]
 
 
 @dataclass
@@ -806,5 +873,6 @@ def pass_names() -> list[str]:
 
 
 __all__ = ["PIPELINE", "optimize", "OptimizeResult", "rewrite", "map_graph", "fold_constants",
-           "simplify", "cse", "licm", "hoist", "sink", "dce", "fuse_elementwise", "pass_names",
+           "simplify", "cse", "licm", "hoist", "sink", "dce", "gate_fusion", "fuse_elementwise",
+           "pass_names",
            "DType"]

@@ -77,6 +77,7 @@ class Block:
         self.pre_indent = pre_indent
         self.direct: dict[tuple[int, int], str] = {}  # (id(fused), k) -> ys row to write into
         self.concat_into: dict[tuple[int, int], tuple[Node, int]] = {}  # -> (concat, offset)
+        self.direct_concat: dict[int, str] = {}  # id(concat) -> ys row it is written into
 
     def emit(self, s: str) -> None:
         self.lines.append(" " * self.indent + s)
@@ -190,8 +191,11 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
                 cat, off = target
                 if id(cat) not in names:
                     names[id(cat)] = em.fresh("v")
-                    blk.alloc(f"{names[id(cat)]} = np.empty({em.shape(cat.shape)}, "
-                              f"{NP_DT[cat.dtype]})")
+                    if id(cat) in blk.direct_concat:  # the concat is a scan output: ys[t]
+                        blk.emit(f"{names[id(cat)]} = {blk.direct_concat[id(cat)]}")
+                    else:
+                        blk.alloc(f"{names[id(cat)]} = np.empty({em.shape(cat.shape)}, "
+                                  f"{NP_DT[cat.dtype]})")
                 v = names[id(cat)]
             elif direct is not None:
                 blk.emit(f"{v} = {direct}")
@@ -206,6 +210,11 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
                         else f"{o}[{', '.join([':'] * (body.outputs[k].ndim - 1))}, "
                              f"{off}:{off + body.outputs[k].shape[-1]}]"
                         for k, (o, off) in enumerate(zip(outs, offsets))]  # type: ignore
+        for k, o in enumerate(body.outputs):
+            direct = blk.direct.get((id(n), k))
+            if direct is not None and (id(n), k) in blk.concat_into:
+                # stored into a concat buffer and also a scan output: copy the row as well
+                blk.lines.extend(copy_loop(direct, names[id(n)][k], o.shape, em, blk.indent))
         return
     v = em.fresh()
     names[id(n)] = v
@@ -273,7 +282,10 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         return
     if op is Op.CONCAT:
         ax = n.attr("axis")
-        blk.alloc(f"{v} = np.empty({sh}, {dt})")
+        if id(n) in blk.direct_concat:  # a scan output: assemble it in ys[t] directly
+            blk.emit(f"{v} = {blk.direct_concat[id(n)]}")
+        else:
+            blk.alloc(f"{v} = np.empty({sh}, {dt})")
         off = 0
         for src, i in zip(ins, n.inputs):
             d = i.shape[ax]
@@ -497,6 +509,12 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
         if y.op is Op.ITEM and y.inputs[0].op is Op.FUSED and \
                 (id(y.inputs[0]), y.attr("index")) not in inner.direct:
             inner.direct[(id(y.inputs[0]), y.attr("index"))] = f"{ys[k]}[{sid}_t]"
+            written.add(k)
+        elif y.op is Op.CONCAT and y.attr("axis") == y.ndim - 1 and id(y) not in \
+                inner.direct_concat and all(i.op is Op.ITEM and i.inputs[0].op is Op.FUSED
+                                            for i in y.inputs) and \
+                len({id(i) for i in y.inputs}) == len(y.inputs):
+            inner.direct_concat[id(y)] = f"{ys[k]}[{sid}_t]"
             written.add(k)
     loop.append(" " * (ind + 4) + (f"{sid}_t = np.int32({sid}_n - 1 - {sid}_it)" if info.reverse
                                    else f"{sid}_t = np.int32({sid}_it)"))
