@@ -341,6 +341,7 @@ def test_zero_length_instance_and_one_step(warm, backend):
     assert one["out"].shape == (B, 1, H)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("bad", [np.nan, np.inf], ids=["nan", "inf"])
 def test_non_finite_input_propagates(warm, reference, backend, bad):
@@ -376,6 +377,7 @@ def test_non_finite_input_caught_in_check_finite_mode(warm, backend, bad):
     m(p, backend=backend, check_finite=True, **f)  # finite data passes
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_check_finite_on_compiled_backend_names_the_op(warm):
     """check_finite with a compiled backend: the kernel runs unchecked; if its outputs are not
     finite the run is repeated on the interpreter, which names the op and the time step."""
