@@ -328,6 +328,9 @@ class CompiledCuda:
                 v = v.reshape(1)
             elif kind == "host":
                 v = np.asarray(v, a.dtype.np)[()]
+            elif self.launcher.sim and isinstance(v, np.ndarray) and not v.flags.c_contiguous:
+                # the simulator transfers only contiguous buffers (a GPU launch takes strides)
+                v = np.ascontiguousarray(v)
             args.append(v)
         size = int(np.prod(outs[0].shape))
         if size:
