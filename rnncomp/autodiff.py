@@ -198,6 +198,10 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
     for p, o in zip(x_ph, outer_xs):
         if id(p) in reach:
             xs_pairs.append((p, o))
+    if not xs_pairs and fwd.attr("length") is None and x_ph:
+        # the backward body reads no per-step value (e.g. a cell whose state ignores the old
+        # state): keep one stacked input so the reverse loop still knows its trip count
+        xs_pairs.append((x_ph[0], outer_xs[0]))
     inv_pairs = [(p, o) for p, o in zip(inv_ph, outer_inv) if id(p) in reach]
     known = {id(t_ph)} | {id(p) for p in b_carry} | {id(p) for p, _ in xs_pairs} | \
         {id(p) for p, _ in inv_pairs}

@@ -12,7 +12,7 @@ Numba compiles are expensive, so not every combination is compiled:
 - every cell: (dynamic, with sequence_length, f64) and (static, without, f32);
 - LSTM and GRU (reset_after): also (dynamic, without, f32) and (static, with, f64);
 - the inference path (`m(params, backend="cpu")`, no autodiff) once per dtype on ONE model
-  holding every cell: (dynamic, with, f32) and (static, without, f64).
+  holding every cell: (dynamic, with, f32) and (dynamic, without, f64).
 sequence_length is [0, T, 2]: an empty, a full and a partial sequence.
 """
 
@@ -179,7 +179,9 @@ def test_train_step(case):
 # ---------------------------------------------------------------------------------------------
 # The inference path (no autodiff): one model with every cell, compiled once per dtype
 # ---------------------------------------------------------------------------------------------
-INFER = [(True, True, "f32"), (False, False, "f64")]
+# (one straight-line kernel for a static unroll of every cell compiles far too slowly: the
+# static unroll is covered per cell above)
+INFER = [(True, True, "f32"), (True, False, "f64")]
 
 
 @pytest.fixture(scope="module", params=INFER,
