@@ -1,4 +1,5 @@
-"""Render an optimized graph to the Python source of ONE Numba-compiled function.
+"""Render an optimized graph to Python source for Numba: one kernel function, plus one function
+per top-level time loop (Numba's compile time grows faster than linearly with function size).
 
 The time loop stays a loop (a scan renders as `for _it in range(n)`), every scan-body value
 lives in a buffer allocated before the loop (no per-step allocation), fused elementwise groups
@@ -36,12 +37,16 @@ _TYPED_MATH = {Op.SIGMOID: "sigmoid", Op.TANH: "tanh", Op.EXP: "exp", Op.LOG: "l
                Op.RELU: "relu"}
 
 
+JIT_LINE = "@njit(cache=True, error_model='numpy', nogil=True, fastmath={'contract', 'arcp', 'afn'})"
+
+
 class Emitter:
     def __init__(self):
         self.consts: dict[tuple, str] = {}
         self.counter = 0
         self.dims: dict[str, str] = {}
         self.slices: dict[int, tuple[str, int]] = {}  # id(slice node) -> (base expr, offset)
+        self.functions: list[str] = []  # separately compiled loop functions (source lines)
 
     def fresh(self, prefix: str = "v") -> str:
         self.counter += 1
@@ -125,8 +130,9 @@ def render(graph: Graph, fn_name: str = "kernel") -> str:
         "",
         *em.const_defs(),
         "",
+        *em.functions,
         "",
-        "@njit(cache=True, error_model='numpy', nogil=True, fastmath={'contract', 'arcp', 'afn'})",
+        JIT_LINE,
         f"def {fn_name}({', '.join(args)}):",
         *prologue,
         *body,
@@ -174,7 +180,10 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         names[id(n)] = names[id(n.inputs[0])][n.attr("index")]  # type: ignore[index]
         return
     if op is Op.SCAN:
-        names[id(n)] = _emit_scan(n, em, names, blk)  # type: ignore[assignment]
+        if blk.pre is None:
+            names[id(n)] = _emit_scan_function(n, em, names, blk)  # type: ignore[assignment]
+        else:  # a scan nested in a loop body stays inline
+            names[id(n)] = _emit_scan(n, em, names, blk)  # type: ignore[assignment]
         return
     if op is Op.FUSED:
         body: Graph = n.attr("body")
@@ -459,6 +468,35 @@ def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_node
         else:
             lines.append(" " * inner + f"{dst}[{', '.join(idx)}] = {src}")
     blk.lines.extend(lines)
+
+
+def _emit_scan_function(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[str]:
+    """A top-level scan becomes its own njit function called from the kernel: Numba's compile
+    time grows faster than linearly with function size, so one function per loop compiles much
+    faster than one function for the whole graph (and each is cached on its own)."""
+    fid = em.fresh("loop")
+    fn_names: dict[int, str] = {}
+    params: list[str] = []
+    args: list[str] = []
+    for inp in n.inputs:
+        if inp.op is Op.CONST or id(inp) in fn_names:
+            continue
+        p = f"p{len(params)}"
+        fn_names[id(inp)] = p
+        params.append(p)
+        args.append(_ref(inp, em, names))
+    dim_names = list(em.dims.values())
+    saved_slices = em.slices
+    em.slices = {}  # slice bases of the caller are not visible inside the function
+    lines: list[str] = []
+    fblk = Block(lines, 4, None, 4)
+    res = _emit_scan(n, em, fn_names, fblk)
+    em.slices = saved_slices
+    em.functions += ["", JIT_LINE, f"def {fid}({', '.join(params + dim_names)}):", *lines,
+                     f"    return ({', '.join(res)},)", ""]
+    outs = [f"{fid}_r{k}" for k in range(len(res))]
+    blk.emit(f"{', '.join(outs)}, = {fid}({', '.join(args + dim_names)})")
+    return outs
 
 
 def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[str]:
