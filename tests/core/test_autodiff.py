@@ -23,6 +23,7 @@ from rnncomp.autodiff import grad_graph, vjp_graph
 from rnncomp.dtypes import DType
 from rnncomp.ir import Graph, Op
 from rnncomp.ops import NOT_DIFFERENTIABLE, REGISTRY
+from cell_zoo import BUILTIN_CELLS
 
 EPS = 1e-6
 RTOL = 1e-6
@@ -298,20 +299,7 @@ B, T, I = 3, 4, 2
 
 
 def _cells():
-    return {
-        "rnn_tanh": lambda: rc.BasicRNNCell(3),
-        "rnn_relu": lambda: rc.BasicRNNCell(3, activation="relu"),
-        "basic_lstm": lambda: rc.BasicLSTMCell(3),
-        "lstm_peep": lambda: rc.LSTMCell(3, use_peepholes=True),
-        "gru_before": lambda: rc.GRUCell(3, reset_after=False),
-        "gru_after": lambda: rc.GRUCell(3, reset_after=True),
-        "multi_tuple": lambda: rc.MultiRNNCell([rc.BasicLSTMCell(3), rc.GRUCell(2, False)]),
-        "multi_concat": lambda: rc.MultiRNNCell([rc.BasicRNNCell(2), rc.LSTMCell(3, True)],
-                                                state_is_tuple=False),
-        "dropout": lambda: rc.DropoutWrapper(rc.BasicLSTMCell(3), input_keep_prob=0.7,
-                                             output_keep_prob=0.8, state_keep_prob=0.9),
-        "projection": lambda: rc.OutputProjectionWrapper(rc.GRUCell(3, reset_after=True), 2),
-    }
+    return dict(BUILTIN_CELLS)
 
 
 def _fd_model_check(m: rc.Model, inputs: dict, wrt_inputs: list[str], rng, *, training=False,

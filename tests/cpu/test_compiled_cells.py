@@ -25,6 +25,7 @@ import rnncomp as rc
 from rnncomp import optim
 from rnncomp.train import Trainer
 from rnncomp.trace import flatten, unflatten
+from cell_zoo import BUILTIN_CELLS
 
 B, T, I = 3, 3, 2
 SEED = 11
@@ -33,20 +34,7 @@ RTOL = {"f32": 2e-5, "f64": 1e-11}
 
 
 def _cells():
-    return {
-        "rnn_tanh": lambda: rc.BasicRNNCell(3),
-        "rnn_relu": lambda: rc.BasicRNNCell(3, activation="relu"),
-        "basic_lstm": lambda: rc.BasicLSTMCell(3),
-        "lstm_peep": lambda: rc.LSTMCell(3, use_peepholes=True),
-        "gru_before": lambda: rc.GRUCell(3, reset_after=False),
-        "gru_after": lambda: rc.GRUCell(3, reset_after=True),
-        "multi_tuple": lambda: rc.MultiRNNCell([rc.BasicLSTMCell(3), rc.GRUCell(2, False)]),
-        "multi_concat": lambda: rc.MultiRNNCell([rc.BasicRNNCell(2), rc.LSTMCell(3, True)],
-                                                state_is_tuple=False),
-        "dropout": lambda: rc.DropoutWrapper(rc.BasicLSTMCell(3), input_keep_prob=0.7,
-                                             output_keep_prob=0.8, state_keep_prob=0.9),
-        "projection": lambda: rc.OutputProjectionWrapper(rc.GRUCell(3, reset_after=True), 2),
-    }
+    return dict(BUILTIN_CELLS)
 
 
 CELLS = _cells()

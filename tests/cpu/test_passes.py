@@ -24,6 +24,7 @@ from rnncomp.interp import evaluate
 from rnncomp.ir import Graph, GroupOp, Op
 from rnncomp.passes import PIPELINE, optimize
 from rnncomp.trace import flatten
+from cell_zoo import BUILTIN_CELLS
 
 PASS_NAMES = [name for name, _ in PIPELINE]
 B, T, I = 3, 4, 2
@@ -65,20 +66,7 @@ def check_stages(g: Graph, args, what: str):
 # ---------------------------------------------------------------------------------------------
 # Built-in cells
 # ---------------------------------------------------------------------------------------------
-CELLS = {
-    "rnn_tanh": lambda: rc.BasicRNNCell(3),
-    "rnn_relu": lambda: rc.BasicRNNCell(3, activation="relu"),
-    "basic_lstm": lambda: rc.BasicLSTMCell(3),
-    "lstm_peep": lambda: rc.LSTMCell(3, use_peepholes=True),
-    "gru_before": lambda: rc.GRUCell(3, reset_after=False),
-    "gru_after": lambda: rc.GRUCell(3, reset_after=True),
-    "multi_tuple": lambda: rc.MultiRNNCell([rc.BasicLSTMCell(3), rc.GRUCell(2, False)]),
-    "multi_concat": lambda: rc.MultiRNNCell([rc.BasicRNNCell(2), rc.LSTMCell(3, True)],
-                                            state_is_tuple=False),
-    "dropout": lambda: rc.DropoutWrapper(rc.BasicLSTMCell(3), input_keep_prob=0.7,
-                                         output_keep_prob=0.8, state_keep_prob=0.9),
-    "projection": lambda: rc.OutputProjectionWrapper(rc.GRUCell(3, reset_after=True), 2),
-}
+CELLS = BUILTIN_CELLS
 
 
 def _cell_model(make, dynamic: bool):
