@@ -395,22 +395,35 @@ def _emit_reduce(n: Node, ins: list[str], v: str, em: Emitter, blk: Block) -> No
              f".reshape({sh})")
 
 
-def _scalar_expr(n: Node, args: list[str], em: Emitter, flat_index: str) -> str:
+def render_scalar(n: Node, args: list[str], flat_index: str, *, dtype_names: dict,
+                  typed_math: dict, math_prefix: str, template, backend: str) -> str:
+    """Scalar code for one elementwise node, shared by the CPU and CUDA renderers; each passes
+    what differs: its dtype constructor names, its typed math functions (`{prefix}.{name}_f32`)
+    and its template lookup (overrides first, then the shared registry table)."""
     op = n.op
     if op is Op.CAST:
         dt = n.attr("dtype")
-        return f"({args[0]} != 0)" if dt is DType.bool else f"{NP_DT[dt]}({args[0]})"
+        return f"({args[0]} != 0)" if dt is DType.bool else f"{dtype_names[dt]}({args[0]})"
     if op is Op.BROADCAST:
         return args[0]
     if op is Op.RANDOM_UNIFORM:
-        return (f"{NP_DT[n.dtype]}(rt.hash_uniform({args[1]}, {n.attr('site')}, {args[2]}, "
-                f"{flat_index}))")
-    if op in _TYPED_MATH and n.dtype in (DType.f32, DType.f64):
-        return f"fm.{_TYPED_MATH[op]}_{n.dtype.value}({args[0]})"
-    tmpl = CPU_RENDER.get(op) or REGISTRY[op].render
+        return (f"{dtype_names[n.dtype]}(rt.hash_uniform({args[1]}, {n.attr('site')}, "
+                f"{args[2]}, {flat_index}))")
+    if op in typed_math and n.dtype in (DType.f32, DType.f64):
+        return f"{math_prefix}.{typed_math[op]}_{n.dtype.value}({args[0]})"
+    tmpl = template(op)
     if tmpl is None:
-        raise NotImplementedError(f"no scalar rendering for {op.value}")
+        raise NotImplementedError(f"{backend} backend: no scalar rendering for {op.value}")
     return tmpl.format(*args)
+
+
+def cpu_template(op: Op) -> str | None:
+    return CPU_RENDER.get(op) or REGISTRY[op].render
+
+
+def _scalar_expr(n: Node, args: list[str], em: Emitter, flat_index: str) -> str:
+    return render_scalar(n, args, flat_index, dtype_names=NP_DT, typed_math=_TYPED_MATH,
+                         math_prefix="fm", template=cpu_template, backend="CPU")
 
 
 def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_nodes: list[Node],

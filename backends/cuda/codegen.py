@@ -22,7 +22,7 @@ from rnncomp.dtypes import DType
 from rnncomp.ir import Graph, GroupOp, Node, Op, toposort
 from rnncomp.ops import REGISTRY, scan_info
 
-from ..cpu.codegen import CPU_RENDER, NP_DT
+from ..cpu.codegen import CPU_RENDER, NP_DT, render_scalar
 
 # What differs from the CPU renderer (everything else: CPU_RENDER, then REGISTRY[op].render)
 CUDA_RENDER = {
@@ -153,21 +153,8 @@ def _slice_base(x: Node) -> tuple[Node, int] | None:
 
 
 def _scalar_expr(n: Node, args: list[str], const: _Consts, flat: str) -> str:
-    op = n.op
-    if op is Op.CAST:
-        dt = n.attr("dtype")
-        return f"({args[0]} != 0)" if dt is DType.bool else f"{NB_DT[dt]}({args[0]})"
-    if op is Op.BROADCAST:
-        return args[0]
-    if op is Op.RANDOM_UNIFORM:
-        return (f"{NB_DT[n.dtype]}(rt.hash_uniform({args[1]}, {n.attr('site')}, {args[2]}, "
-                f"{flat}))")
-    if op in _TYPED and n.dtype in (DType.f32, DType.f64):
-        return f"rt.{_TYPED[op]}_{n.dtype.value}({args[0]})"
-    tmpl = cuda_template(op)
-    if tmpl is None:
-        raise NotImplementedError(f"CUDA backend: no scalar rendering for {op.value}")
-    return tmpl.format(*args)
+    return render_scalar(n, args, flat, dtype_names=NB_DT, typed_math=_TYPED, math_prefix="rt",
+                         template=cuda_template, backend="CUDA")
 
 
 def render_kernel(name: str, node: Node, host: set[int], const: _Consts) -> KernelSpec:
