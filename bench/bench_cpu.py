@@ -12,7 +12,7 @@ What is timed (float32, time-major X[T, B, I], zero initial state):
 Cells: rnn (tanh), lstm (BasicLSTMCell vs nn.LSTM), gru (GRUCell(reset_after=True) vs nn.GRU),
 custom (peephole LSTM: rnncomp ``LSTMCell(use_peepholes=True)``; torch and JAX write the same
 cell in plain ops with the input projection hoisted out of the time loop). Weights are the same
-arrays on all sides (via rnncomp.convert for the torch modules), and the outputs and dX are
+arrays on all sides (via rnncomp.tools.convert for the torch modules), and the outputs and dX are
 compared once per case (columns "err").
 
 GFLOP/s counts the gate GEMMs only: 2*B*(I+H)*G*H*T forward, 3x that for f+b
@@ -178,7 +178,7 @@ def machine_info():
     except Exception:  # noqa: BLE001
         pass
     src = {}
-    for f in ("backends/cpu/codegen.py", "rnncomp/passes.py", "rnncomp/autodiff.py"):
+    for f in ("backends/cpu/codegen.py", "rnncomp/transforms/passes.py", "rnncomp/transforms/autodiff.py"):
         try:
             src[f] = time.strftime("%Y-%m-%d %H:%M:%S",
                                    time.gmtime(os.path.getmtime(os.path.join(ROOT, f))))
@@ -224,8 +224,8 @@ def rc_models(cell, I, H):
 
 
 def rc_grad_compiled(ml):
-    from rnncomp.compiler import compile_graph
-    from rnncomp.grad import model_grad_graph
+    from rnncomp.runtime.compiler import compile_graph
+    from rnncomp.runtime.grad import model_grad_graph
     wrt = list(ml.param_specs) + ["X"]
     g = model_grad_graph(ml, wrt=wrt, preoptimize=True)
     return compile_graph(g, "cpu"), wrt
@@ -542,8 +542,8 @@ import time, json, sys
 t_start = time.time()
 import numpy as np
 import rnncomp as rc
-from rnncomp.compiler import compile_graph
-from rnncomp.grad import model_grad_graph
+from rnncomp.runtime.compiler import compile_graph
+from rnncomp.runtime.grad import model_grad_graph
 sys.path.insert(0, {bench!r})
 import bench_cpu as BC
 t_imp = time.time()

@@ -102,9 +102,9 @@ def args_for(g, rng, B, T, I, dtype, L=None, training=True):
 def correctness(rc, results):
     import numpy as np
 
-    from rnncomp.autodiff import grad_graph
-    from rnncomp.compiler import compile_graph
-    from rnncomp.interp import evaluate
+    from rnncomp.transforms.autodiff import grad_graph
+    from rnncomp.runtime.compiler import compile_graph
+    from rnncomp.runtime.interp import evaluate
 
     B, H, T, I = 2, 3, 3, 2
     L = np.array([3, 1], np.int32)
@@ -173,8 +173,8 @@ def rnncomp_runner(rc, cell, B, I, H, T, mode, sim, persistent="auto"):
     """A zero-argument function running one forward (or forward+backward) on device arrays."""
     import numpy as np
 
-    from rnncomp.autodiff import grad_graph
-    from rnncomp.compiler import compile_graph
+    from rnncomp.transforms.autodiff import grad_graph
+    from rnncomp.runtime.compiler import compile_graph
 
     m = model(rc, cells(rc, H)[cell], I, T, "f32", with_len=False, loss=(mode == "fwd+bwd"))
     g = m.graph if mode == "fwd" else grad_graph(m.graph)

@@ -81,7 +81,7 @@ def resolve_backend(name: str) -> str:
     if name == "interp":
         return name
     try:
-        from rnncomp.compiler import compile_graph  # noqa: F401
+        from rnncomp.runtime.compiler import compile_graph  # noqa: F401
     except ImportError as e:
         notice(f"backend {name!r} is not available in this build ({e}); using the reference "
                f"interpreter (--backend interp) instead")
@@ -130,10 +130,10 @@ class Runner:
 
 
 def value_and_grad(model: rc.Model, params, **kw):
-    """model.value_and_grad if the Model has it, else rnncomp.grad.value_and_grad."""
+    """model.value_and_grad if the Model has it, else rnncomp.runtime.grad.value_and_grad."""
     if hasattr(model, "value_and_grad"):
         return model.value_and_grad(params, **kw)
-    from rnncomp.grad import value_and_grad as vg
+    from rnncomp.runtime.grad import value_and_grad as vg
 
     return vg(model, params, **kw)
 
@@ -158,7 +158,7 @@ def probe_backend(backend: str, model: rc.Model, params, loss_output: Any = "los
 
 
 class Adam:
-    """Adam (rnncomp.optim) with optional global-norm clipping, as one functional step."""
+    """Adam (rnncomp.train.optim) with optional global-norm clipping, as one functional step."""
 
     def __init__(self, params: Mapping[str, np.ndarray], lr: float = 1e-3,
                  clip: float | None = None):

@@ -6,7 +6,7 @@ part of what must be reproduced) on the time series task. The example
   1. trains uninterrupted for --epochs epochs (in this process);
   2. trains again from the same start for --epochs/2 epochs, saving a checkpoint after each epoch
      (Trainer.fit(checkpoint_path=...): parameters, Adam state, epoch, step counter and the
-     data-shuffling RNG, written atomically with rnncomp.checkpoint);
+     data-shuffling RNG, written atomically with rnncomp.train.checkpoint);
   3. starts a NEW Python process (this script with --resume CHECKPOINT) that restores the
      checkpoint (Trainer.restore) and continues to --epochs epochs, then saves its parameters;
   4. compares the resumed parameters with the uninterrupted ones: they must be identical, bit

@@ -9,7 +9,7 @@ different lengths and the decoder must learn when to stop (EOS):
     "october nineteen fifty-two"             -> "1952-10"
     "twenty thirty-one"                      -> "2031"
 
-Words are embedded (rnncomp.layers.embedding), a GRU encoder (or LSTM) reads the source
+Words are embedded (rnncomp.frontend.layers.embedding), a GRU encoder (or LSTM) reads the source
 (variable lengths via sequence_length) and its final state seeds a GRU decoder
 (initial_state=). Training uses teacher forcing: the decoder reads the target shifted right
 behind a GO token, with a masked cross-entropy over the valid target steps. At inference, a

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 
 import rnncomp as rc  # noqa: E402
 from rnncomp import layers, losses, optim  # noqa: E402
-from rnncomp.data import batches, default_mnist_dir, load_mnist  # noqa: E402
+from rnncomp.train.data import batches, default_mnist_dir, load_mnist  # noqa: E402
 from rnncomp.train import Trainer  # noqa: E402
 
 CELLS = ("rnn", "lstm", "peephole", "gru")
@@ -91,7 +91,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=150, help="default 150")
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate (default 0.001)")
     p.add_argument("--data", default=None, help="MNIST-format folder (default: "
-                   "rnncomp.data.default_mnist_dir(), i.e. shared/data/mnist-10k)")
+                   "rnncomp.train.data.default_mnist_dir(), i.e. shared/data/mnist-10k)")
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training "
                    "digits")
     p.add_argument("--test-size", type=int, default=None, help="use only the first N test digits")

@@ -4,11 +4,28 @@ Declare cells (built-in or your own) and how they unroll over time in a small Py
 rnncomp traces them into an IR graph, optimizes it, derives BPTT by automatic differentiation,
 and lowers forward and backward graphs to fused Numba CPU and numba-cuda GPU kernels.
 
-Nothing in this package imports Numba: the backends (rnncomp.backends.*) are imported lazily.
+The tree follows the pipeline, and imports point only down it:
+
+    ir/          graph, ops registry, dtypes, printer, verifier      (imports nothing of rnncomp)
+    frontend/    tracing, DSL ops, cells, unrolls, layers, losses    (ir)
+    transforms/  optimizing passes, autodiff (BPTT)                  (ir)
+    runtime/     interpreter, compile driver, kernel cache, Model    (ir, frontend, transforms)
+    backends/    one folder per backend: cpu (Numba), cuda           (runtime and below)
+    train/       optimizers, Trainer, checkpoints, data              (runtime and below)
+    tools/       command line, pictures, PyTorch conversion          (anything)
+
+Nothing in rnncomp's core imports Numba: the backends (rnncomp.backends.*) are imported lazily,
+by name, when a graph is first compiled for them. The module paths of the flat layout before 0.2
+(`rnncomp.passes`, `rnncomp.compiler`, ...) still import, as aliases of the modules that moved.
 """
 
-from . import dsl, initializers, ops
-from .cells import (
+import importlib as _importlib
+import importlib.abc as _importlib_abc
+import importlib.util as _importlib_util
+import sys as _sys
+
+from .frontend import dsl, initializers
+from .frontend.cells import (
     BasicLSTMCell,
     BasicRNNCell,
     DropoutWrapper,
@@ -20,7 +37,7 @@ from .cells import (
     OutputProjectionWrapper,
     RNNCell,
 )
-from .dsl import (
+from .frontend.dsl import (
     abs,
     add,
     broadcast_to,
@@ -74,14 +91,57 @@ from .dsl import (
     zeros,
     zeros_like,
 )
-from .dtypes import DType, f32, f64, i32, i64
-from .interp import InputError, NonFiniteError, interpret
-from .ir import Graph, Node, Op
-from .model import Input, Model, trace
-from .ops import ShapeError
-from .printer import pformat
-from .rnn import dynamic_rnn, scan, static_rnn, step_index
-from .trace import TraceError, param, variable_scope
-from .verify import VerifyError, verify
+from .frontend.rnn import dynamic_rnn, scan, static_rnn, step_index
+from .frontend.trace import TraceError, param, variable_scope
+from .ir import Graph, Node, Op, ops, pformat
+from .ir.dtypes import DType, f32, f64, i32, i64
+from .ir.ops import ShapeError
+from .ir.verify import VerifyError, verify
+from .runtime.interp import InputError, NonFiniteError, interpret
+from .runtime.model import Input, Model, trace
+from .version import __version__
 
-__version__ = "0.1.0"
+# Old flat module path -> where it lives now. `import rnncomp.passes` and `rc.passes` keep
+# working (loaded on first use, so `import rnncomp` pays for none of them).
+_MOVED = {
+    "dtypes": "ir.dtypes", "ops": "ir.ops", "printer": "ir.printer", "verify": "ir.verify",
+    "trace": "frontend.trace", "dsl": "frontend.dsl", "cells": "frontend.cells",
+    "rnn": "frontend.rnn", "layers": "frontend.layers", "losses": "frontend.losses",
+    "initializers": "frontend.initializers",
+    "passes": "transforms.passes", "autodiff": "transforms.autodiff",
+    "interp": "runtime.interp", "compiler": "runtime.compiler", "model": "runtime.model",
+    "grad": "runtime.grad",
+    "optim": "train.optim", "checkpoint": "train.checkpoint", "data": "train.data",
+    "cli": "tools.cli", "viz": "tools.viz", "convert": "tools.convert",
+}
+
+
+class _MovedModuleFinder(_importlib_abc.MetaPathFinder, _importlib_abc.Loader):
+    """Resolves `rnncomp.<old name>` to the module that now holds it (the same module object)."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        head, _, tail = fullname.partition(".")
+        if head != __name__ or tail not in _MOVED:
+            return None
+        return _importlib_util.spec_from_loader(fullname, self)
+
+    def create_module(self, spec):
+        module = _importlib.import_module(f"{__name__}.{_MOVED[spec.name.partition('.')[2]]}")
+        self._own_spec = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        # the import system stamped the alias's spec on the shared module: give it back its own
+        module.__spec__ = self._own_spec
+
+
+if not any(isinstance(f, _MovedModuleFinder) for f in _sys.meta_path):
+    _sys.meta_path.append(_MovedModuleFinder())
+
+
+def __getattr__(name: str):
+    if name in _MOVED:
+        return _importlib.import_module(f"{__name__}.{name}")
+    if name in ("train", "tools", "transforms", "runtime", "frontend"):
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,18 +4,17 @@ per top-level time loop (Numba's compile time grows faster than linearly with fu
 The time loop stays a loop (a scan renders as `for _it in range(n)`), every scan-body value
 lives in a buffer allocated before the loop (no per-step allocation), fused elementwise groups
 become one loop nest over their iteration shape with scalar code from the per-op template
-table (rnncomp.ops render strings, with CPU overrides), float constants are typed module-level
+table (rnncomp.ir.ops render strings, backends/render.py, with CPU overrides), float constants are typed module-level
 globals (np.float32(...)): Python float literals would promote float32 math to float64.
 """
 
 from __future__ import annotations
 
-from rnncomp.dtypes import DType
+from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, GroupOp, Node, Op, toposort
-from rnncomp.ops import REGISTRY, scan_info
+from rnncomp.ir.ops import REGISTRY, scan_info
 
-NP_DT = {DType.f32: "np.float32", DType.f64: "np.float64", DType.i32: "np.int32",
-         DType.i64: "np.int64", DType.bool: "np.bool_"}
+from ..render import NP_DT, render_scalar, template
 
 # CPU overrides of the shared scalar templates: fast, vectorizable math (no libm tanh calls)
 CPU_RENDER = {
@@ -25,10 +24,6 @@ CPU_RENDER = {
     Op.LOG: "fm.log({0})",
     Op.RELU: "fm.relu({0})",
     Op.SQRT: "np.sqrt({0})",
-    Op.AND: "({0} & {1})",
-    Op.OR: "({0} | {1})",
-    Op.NOT: "(not {0})",
-    Op.STOP_GRADIENT: "{0}",
 }
 
 
@@ -395,30 +390,8 @@ def _emit_reduce(n: Node, ins: list[str], v: str, em: Emitter, blk: Block) -> No
              f".reshape({sh})")
 
 
-def render_scalar(n: Node, args: list[str], flat_index: str, *, dtype_names: dict,
-                  typed_math: dict, math_prefix: str, template, backend: str) -> str:
-    """Scalar code for one elementwise node, shared by the CPU and CUDA renderers; each passes
-    what differs: its dtype constructor names, its typed math functions (`{prefix}.{name}_f32`)
-    and its template lookup (overrides first, then the shared registry table)."""
-    op = n.op
-    if op is Op.CAST:
-        dt = n.attr("dtype")
-        return f"({args[0]} != 0)" if dt is DType.bool else f"{dtype_names[dt]}({args[0]})"
-    if op is Op.BROADCAST:
-        return args[0]
-    if op is Op.RANDOM_UNIFORM:
-        return (f"{dtype_names[n.dtype]}(rt.hash_uniform({args[1]}, {n.attr('site')}, "
-                f"{args[2]}, {flat_index}))")
-    if op in typed_math and n.dtype in (DType.f32, DType.f64):
-        return f"{math_prefix}.{typed_math[op]}_{n.dtype.value}({args[0]})"
-    tmpl = template(op)
-    if tmpl is None:
-        raise NotImplementedError(f"{backend} backend: no scalar rendering for {op.value}")
-    return tmpl.format(*args)
-
-
 def cpu_template(op: Op) -> str | None:
-    return CPU_RENDER.get(op) or REGISTRY[op].render
+    return template(op, CPU_RENDER)
 
 
 def _scalar_expr(n: Node, args: list[str], em: Emitter, flat_index: str) -> str:

@@ -64,7 +64,7 @@ def one_hot(idx1, depth, out2):
 
 @njit(inline="always", **_JIT)
 def hash_uniform(seed, site, step, idx):
-    """The counter-based generator of rnncomp.ops.hash_uniform_np, bit for bit."""
+    """The counter-based generator of rnncomp.ir.ops.hash_uniform_np, bit for bit."""
     m = np.uint64(0xFFFFFFFF)
     s = np.uint64(seed & 0xFFFFFFFF) ^ ((np.uint64((seed >> 32) & 0xFFFFFFFF)
                                          * np.uint64(0x27D4EB2F)) & m)

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rnncomp.dtypes import DType
+from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, GroupOp, Node, Op, toposort
-from rnncomp.ops import REGISTRY, scan_info
+from rnncomp.ir.ops import REGISTRY, scan_info
 
-from ..cpu.codegen import CPU_RENDER, NP_DT, render_scalar
+from ..render import NP_DT, render_scalar, template
 
-# What differs from the CPU renderer (everything else: CPU_RENDER, then REGISTRY[op].render)
+# GPU overrides of the shared scalar templates (backends/render.py, then REGISTRY[op].render)
 CUDA_RENDER = {
     Op.TANH: "math.tanh({0})",
     Op.EXP: "math.exp({0})",
@@ -38,14 +38,8 @@ ELEMENTWISE = GroupOp.Elementwise | {Op.RANDOM_UNIFORM, Op.BROADCAST}
 
 
 def cuda_template(op: Op) -> str | None:
-    """The scalar template of an op on the GPU: CUDA override, else the CPU table's, else the
-    registry's shared one."""
-    if op in CUDA_RENDER:
-        return CUDA_RENDER[op]
-    t = CPU_RENDER.get(op)
-    if t is not None and not t.startswith(("fm.", "np.")):
-        return t
-    return REGISTRY[op].render
+    """The scalar template of an op on the GPU: CUDA override, else the shared one."""
+    return template(op, CUDA_RENDER)
 
 
 # ------------------------------------------------------------------------------------------

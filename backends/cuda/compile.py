@@ -1,6 +1,6 @@
 """The CUDA backend: an optimized graph -> numba.cuda kernels + a host executor over CuPy.
 
-    compiled = rnncomp.compiler.compile_graph(graph, backend="cuda")
+    compiled = rnncomp.runtime.compiler.compile_graph(graph, backend="cuda")
     outs = compiled(*numpy_arrays)               # NumPy in, NumPy out (inputs copied once)
     outs = compiled.run_device(*cupy_arrays)     # device in, device out (anything with
                                                  # __cuda_array_interface__)
@@ -25,9 +25,7 @@ The same executor runs under numba's CUDA simulator with NumPy as the array modu
 
 from __future__ import annotations
 
-import hashlib
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,14 +36,17 @@ from .compat import ensure_numpy_compat, simulator
 
 ensure_numpy_compat()
 
-from rnncomp.compiler import _atomic_write, _load_module, _versions, cache_dir  # noqa: E402
-from rnncomp.interp import Context, InputError  # noqa: E402
 from rnncomp.ir import Graph, Node, Op  # noqa: E402
-from rnncomp.ops import REGISTRY, scan_info  # noqa: E402
+from rnncomp.ir.context import Context, InputError  # noqa: E402
+from rnncomp.ir.ops import REGISTRY, scan_info  # noqa: E402
+from rnncomp.runtime import kernel_cache  # noqa: E402
 
 from . import codegen  # noqa: E402
 from . import kernels_lstm  # noqa: E402
 from . import runtime as rt  # noqa: E402
+
+# every source file whose code runs inside a CUDA kernel (templates are in the rendered source)
+CODE_FILES = (Path(__file__).with_name("runtime.py"),)
 
 
 class Program:
@@ -61,7 +62,7 @@ class Program:
 
 
 class CompiledCuda:
-    """A graph compiled for the CUDA backend (same attributes as rnncomp.compiler.CompiledGraph:
+    """A graph compiled for the CUDA backend (same attributes as rnncomp.runtime.compiler.CompiledGraph:
     graph, backend, optimized, stages, source, path, key, timings; plus kernels, specs,
     persistent, use_graphs, capture_error, stats)."""
 
@@ -453,7 +454,7 @@ def _addr(v):
     return ("id", id(v))
 
 
-def compile_optimized(graph: Graph, opt, timings: dict[str, float] | None = None,
+def compile_optimized(graph: Graph, opt, *, timings: dict[str, float] | None = None,
                       cache=None, always_compile: bool | None = None) -> CompiledCuda:
     """Render the optimized graph's kernels, write them to the cache, import, build the
     executor."""
@@ -466,18 +467,9 @@ def compile_optimized(graph: Graph, opt, timings: dict[str, float] | None = None
     timings["render"] = time.perf_counter() - t0
     # the module holds kernels only (the executor walks the graph in memory), so the source
     # alone keys it: graphs that differ only in GEMM sizes share kernels and numba's cache
-    key = hashlib.sha256((_versions() + "\ncuda\n" + source).encode()).hexdigest()[:24]
-    d = cache_dir(cache)
-    name = f"rnncomp_cuda_{key}"
-    if always_compile is None:
-        always_compile = os.environ.get("RNNCOMP_ALWAYS_COMPILE", "") not in ("", "0")
-    if always_compile:
-        name += f"_{os.getpid()}_{time.time_ns()}"
-    path = d / f"{name}.py"
+    key = kernel_cache.key("cuda", source, code_files=CODE_FILES)
     t0 = time.perf_counter()
-    if not path.exists() or path.read_text() != source:
-        _atomic_write(path, source)
-    mod = sys.modules.get(name) or _load_module(path, name)
+    mod, path = kernel_cache.load(source, "rnncomp_cuda", key, cache=cache, always=always_compile)
     timings["import"] = time.perf_counter() - t0
     return CompiledCuda(graph, opt, source, path, key, mod, specs, host, timings)
 

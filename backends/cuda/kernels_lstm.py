@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from rnncomp.dtypes import DType
-from rnncomp.interp import Context, evaluate
+from rnncomp.ir.dtypes import DType
+from rnncomp.runtime.interp import Context, evaluate
 from rnncomp.ir import Graph, Node, Op
-from rnncomp.ops import scan_info
+from rnncomp.ir.ops import scan_info
 
 from .compat import set_max_dynamic_shared, simulator
 

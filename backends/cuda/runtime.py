@@ -62,7 +62,7 @@ _M32 = np.uint64(0xFFFFFFFF)
 
 @cuda.jit(device=True, inline="always")
 def hash_uniform(seed, site, step, idx):
-    """rnncomp.ops.hash_uniform_np bit for bit (uint64 arithmetic masked to 32 bits)."""
+    """rnncomp.ir.ops.hash_uniform_np bit for bit (uint64 arithmetic masked to 32 bits)."""
     m = _M32
     sd = np.uint64(seed)
     s = (sd & m) ^ (((sd >> np.uint64(32)) & m) * np.uint64(0x27D4EB2F) & m)

@@ -1,6 +1,6 @@
 """The `rnncomp` command line, run as a user runs it: in a subprocess, on examples/models.py.
 
-`python -m rnncomp.cli` is used so the tests work without the console script; one test runs the
+`python -m rnncomp.tools.cli` is used so the tests work without the console script; one test runs the
 installed `rnncomp` script when it is on PATH. Golden IR text lives in tests/cli/golden/;
 regenerate it with RNNCOMP_UPDATE_GOLDEN=1.
 """
@@ -23,8 +23,8 @@ MODELS = "examples/models.py"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("RNNCOMP_UPDATE_GOLDEN") == "1"
 
-HAS_PASSES = importlib.util.find_spec("rnncomp.passes") is not None
-HAS_COMPILER = importlib.util.find_spec("rnncomp.compiler") is not None
+HAS_PASSES = importlib.util.find_spec("rnncomp.transforms.passes") is not None
+HAS_COMPILER = importlib.util.find_spec("rnncomp.runtime.compiler") is not None
 HAS_DOT = shutil.which("dot") is not None
 
 
@@ -32,7 +32,7 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path = REPO,
         timeout: float = 300) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     full_env.pop("RNNCOMP_PRINT_AFTER", None)  # keep stdout to what the command prints
-    return subprocess.run([sys.executable, "-m", "rnncomp.cli", *args], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", "rnncomp.tools.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -125,13 +125,13 @@ def test_list_stages():
     assert names[0] == "traced"
     assert {"optimized", "backward"} <= set(names)
     if HAS_PASSES:
-        from rnncomp.passes import PIPELINE
+        from rnncomp.transforms.passes import PIPELINE
 
         pipeline = [p[0] if isinstance(p, tuple) else p.name for p in PIPELINE]
         assert names[1:1 + len(pipeline)] == pipeline
 
 
-@pytest.mark.skipif(not HAS_PASSES, reason="rnncomp.passes not available")
+@pytest.mark.skipif(not HAS_PASSES, reason="rnncomp.transforms.passes not available")
 def test_inspect_optimized_and_pass_stages():
     names = ok("inspect", f"{MODELS}:lstm", "--list-stages").split()
     traced = ok("inspect", f"{MODELS}:lstm")
@@ -143,7 +143,7 @@ def test_inspect_optimized_and_pass_stages():
     assert r.returncode == 0 and first_pass in r.stderr
 
 
-@pytest.mark.skipif(not HAS_PASSES, reason="rnncomp.passes not available")
+@pytest.mark.skipif(not HAS_PASSES, reason="rnncomp.transforms.passes not available")
 def test_diff_traced_optimized():
     out = ok("inspect", f"{MODELS}:lstm", "--diff", "traced", "optimized")
     lines = out.splitlines()
@@ -154,14 +154,14 @@ def test_diff_traced_optimized():
     assert "no differences" in same
 
 
-@pytest.mark.skipif(not HAS_PASSES, reason="rnncomp.passes not available")
+@pytest.mark.skipif(not HAS_PASSES, reason="rnncomp.transforms.passes not available")
 def test_diff_consecutive_passes():
     names = ok("inspect", f"{MODELS}:lstm", "--list-stages").split()
     out = ok("inspect", f"{MODELS}:lstm", "--diff", names[1], names[2])
     assert out.startswith(f"--- {names[1]}\n+++ {names[2]}") or "no differences" in out
 
 
-@pytest.mark.skipif(HAS_PASSES, reason="rnncomp.passes is available")
+@pytest.mark.skipif(HAS_PASSES, reason="rnncomp.transforms.passes is available")
 def test_optimized_not_available_yet():
     msg = fails("inspect", f"{MODELS}:lstm", "--stage", "optimized", code=3)
     assert "not available yet" in msg and "passes" in msg
@@ -219,7 +219,7 @@ def test_inspect_source_cpu():
     if not HAS_COMPILER:
         assert r.returncode == 3
         assert r.stderr.strip() == ("rnncomp: not available yet: the CPU backend "
-                                    "(rnncomp.compiler.compile_graph)")
+                                    "(rnncomp.runtime.compiler.compile_graph)")
         return
     assert r.returncode == 0, r.stderr
     assert "def " in r.stdout

@@ -5,7 +5,7 @@ fixed random R, compare the gradient projected on a random direction d, sum(grad
 central difference (L(x + eps d) - L(x - eps d)) / (2 eps), eps = 1e-6, in float64. One VJP and
 two evaluations check a whole gradient, for whole sequences.
 
-Every op of rnncomp.ops.REGISTRY that is differentiable must have an input factory in OP_CASES:
+Every op of rnncomp.ir.ops.REGISTRY that is differentiable must have an input factory in OP_CASES:
 a new op without one fails `test_every_differentiable_op_has_a_case`.
 """
 
@@ -19,10 +19,10 @@ import pytest
 
 import rnncomp as rc
 from rnncomp import ops
-from rnncomp.autodiff import grad_graph, vjp_graph
-from rnncomp.dtypes import DType
+from rnncomp.transforms.autodiff import grad_graph, vjp_graph
+from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, Op
-from rnncomp.ops import NOT_DIFFERENTIABLE, REGISTRY
+from rnncomp.ir.ops import NOT_DIFFERENTIABLE, REGISTRY
 from cell_zoo import BUILTIN_CELLS
 
 EPS = 1e-6
@@ -331,14 +331,14 @@ def _jitter(params, rng):
 
 
 def _state_inputs(cell):
-    from rnncomp.trace import flatten
+    from rnncomp.frontend.trace import flatten
 
     sizes, tree = flatten(cell.state_size)
     return {f"s{k}": rc.Input((None, s)) for k, s in enumerate(sizes)}, tree
 
 
 def _make_rnn_model(cell_factory, dynamic: bool, with_len: bool, with_state: bool):
-    from rnncomp.trace import flatten, unflatten
+    from rnncomp.frontend.trace import flatten, unflatten
 
     probe = cell_factory()
     st_specs, st_tree = _state_inputs(probe)
@@ -584,7 +584,7 @@ def test_value_and_grad_api_errors_and_outputs(rng):
 
 
 # ---------------------------------------------------------------------------------------------
-# Backends: value_and_grad goes through rnncomp.compiler.compile_graph for backend != "interp"
+# Backends: value_and_grad goes through rnncomp.runtime.compiler.compile_graph for backend != "interp"
 # ---------------------------------------------------------------------------------------------
 def test_value_and_grad_dispatches_to_compile_graph(monkeypatch, rng):
     import sys
@@ -596,13 +596,13 @@ def test_value_and_grad_dispatches_to_compile_graph(monkeypatch, rng):
         calls.append((graph, backend))
         return lambda *args: rc.interpret(graph, list(args))
 
-    fake = types.ModuleType("rnncomp.compiler")
+    fake = types.ModuleType("rnncomp.runtime.compiler")
     fake.compile_graph = compile_graph
-    monkeypatch.setitem(sys.modules, "rnncomp.compiler", fake)
+    monkeypatch.setitem(sys.modules, "rnncomp.runtime.compiler", fake)
     m = _lstm_model()
     x = rng.standard_normal((2, 3, 3)).astype(np.float32)
     ref_out, ref = m.value_and_grad(m.init(0), X=x)
-    from rnncomp.grad import model_grad_graph
+    from rnncomp.runtime.grad import model_grad_graph
 
     for _ in range(2):
         out, g = m.value_and_grad(m.init(0), backend="fake", X=x)
@@ -617,9 +617,9 @@ def test_value_and_grad_dispatches_to_compile_graph(monkeypatch, rng):
 def test_compiled_cpu_gradients_equal_the_interpreter(rng):
     pytest.importorskip("numba")
     try:
-        from rnncomp.compiler import compile_graph  # noqa: F401
+        from rnncomp.runtime.compiler import compile_graph  # noqa: F401
     except ImportError:
-        pytest.skip("rnncomp.compiler is not available yet")
+        pytest.skip("rnncomp.runtime.compiler is not available yet")
 
     def fn(X, L):
         out, _ = rc.dynamic_rnn(rc.LSTMCell(4, use_peepholes=True), X, sequence_length=L)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import rnncomp as rc
-from rnncomp.interp import InputError
-from rnncomp.trace import TraceError
+from rnncomp.runtime.interp import InputError
+from rnncomp.frontend.trace import TraceError
 
 B, T, I, H = 4, 2, 3, 5
 X_OK = np.zeros((B, T, I), np.float32)

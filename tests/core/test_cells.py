@@ -1,6 +1,6 @@
 """Every built-in cell and wrapper against the independent NumPy oracle in
 tests/reference_cells.py: with and without sequence_length, float32 and float64, static and
-dynamic unroll; dropout masks reconstructed from rnncomp.ops.hash_uniform_np; PyTorch nn.LSTM,
+dynamic unroll; dropout masks reconstructed from rnncomp.ir.ops.hash_uniform_np; PyTorch nn.LSTM,
 nn.GRU and nn.RNN with the same weights where torch is installed."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 from reference_cells import gru_ref, layer_scope, lstm_ref, lstm_step, multi_ref, rnn_ref
 
 import rnncomp as rc
-from rnncomp.ops import hash_uniform_np
-from rnncomp.trace import flatten
+from rnncomp.ir.ops import hash_uniform_np
+from rnncomp.frontend.trace import flatten
 
 B, T, I, H = 3, 5, 4, 6
 SEQ = np.array([5, 2, 0], np.int32)  # full, short and empty sequences
@@ -254,7 +254,7 @@ def test_dropout_keep_fraction_and_scaling():
 
 
 # ---------------------------------------------------------------------------------------------
-# PyTorch nn modules with the same weights (through rnncomp.convert)
+# PyTorch nn modules with the same weights (through rnncomp.tools.convert)
 # ---------------------------------------------------------------------------------------------
 def _torch_run(module, X, torch):
     with torch.no_grad():

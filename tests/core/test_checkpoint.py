@@ -1,4 +1,4 @@
-"""rnncomp.checkpoint: bit-exact round trips, atomicity, corruption and pickle safety."""
+"""rnncomp.train.checkpoint: bit-exact round trips, atomicity, corruption and pickle safety."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from rnncomp import checkpoint as ckpt
 from rnncomp import optim
-from rnncomp.checkpoint import CheckpointError
+from rnncomp.train.checkpoint import CheckpointError
 
 
 def make_params():

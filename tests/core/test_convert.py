@@ -1,4 +1,4 @@
-"""Tests for rnncomp.convert (PyTorch <-> TF1 parameter layouts).
+"""Tests for rnncomp.tools.convert (PyTorch <-> TF1 parameter layouts).
 
 The TF1 side is evaluated with the independent NumPy oracle in tests/reference_cells.py;
 the PyTorch side with real nn.LSTM / nn.GRU / nn.RNN modules (skipped without torch).

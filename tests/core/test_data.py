@@ -1,4 +1,4 @@
-"""rnncomp.data: IDX parsing (plain/gzip), error messages, MNIST loading and batching."""
+"""rnncomp.train.data: IDX parsing (plain/gzip), error messages, MNIST loading and batching."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """BPTT gradients equal PyTorch autograd's for LSTM, GRU (reset_after=True) and tanh RNN.
 
-Weights are shared through rnncomp.convert.from_torch_*; torch's parameter gradients are mapped
+Weights are shared through rnncomp.tools.convert.from_torch_*; torch's parameter gradients are mapped
 to the TF1 layout with the same function (a linear map of the arrays: passing torch's gradient
 arrays with forget_bias=0 and the bias_hh gradients that from_torch_* adds to bias_ih set to
 zero). torch's two bias gradients are each equal to the TF bias gradient (they enter only

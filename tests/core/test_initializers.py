@@ -1,4 +1,4 @@
-"""Statistics, shapes and determinism of rnncomp.initializers."""
+"""Statistics, shapes and determinism of rnncomp.frontend.initializers."""
 
 from __future__ import annotations
 

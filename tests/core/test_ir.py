@@ -7,7 +7,7 @@ import pytest
 
 import rnncomp as rc
 from rnncomp import ops
-from rnncomp.dtypes import DType
+from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, GroupOp, Op, substitute, toposort
 
 

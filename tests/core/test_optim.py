@@ -1,4 +1,4 @@
-"""rnncomp.optim: textbook updates, torch.optim parity, purity, validation and clipping."""
+"""rnncomp.train.optim: textbook updates, torch.optim parity, purity, validation and clipping."""
 
 from __future__ import annotations
 

@@ -114,7 +114,7 @@ def test_printer_names_and_literals():
 
 
 def test_printer_name_encoding():
-    from rnncomp.printer import _encode
+    from rnncomp.ir.printer import _encode
 
     assert [_encode(k) for k in (0, 1, 25, 26, 27, 51, 52)] == \
         ["a", "b", "z", "ba", "bb", "bz", "ca"]

@@ -8,7 +8,7 @@ import pytest
 
 import rnncomp as rc
 from rnncomp import losses, optim
-from rnncomp.grad import tbptt_value_and_grad
+from rnncomp.runtime.grad import tbptt_value_and_grad
 from rnncomp.train import Trainer
 
 B, T, I, H = 3, 7, 2, 4

@@ -10,9 +10,9 @@ from test_cells import CASES, build
 
 import rnncomp as rc
 from rnncomp import ops
-from rnncomp.dtypes import DType
+from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, Op, raw_node
-from rnncomp.verify import VerifyError
+from rnncomp.ir.verify import VerifyError
 
 f32 = DType.f32
 

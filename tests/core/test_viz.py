@@ -1,4 +1,4 @@
-"""rnncomp.viz: networkx export, DOT text (exact structure, determinism), rendering with dot."""
+"""rnncomp.tools.viz: networkx export, DOT text (exact structure, determinism), rendering with dot."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import rnncomp as rc
-from rnncomp.compiler import cache_dir, compile_graph
+from rnncomp.runtime.compiler import cache_dir, compile_graph
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import rnncomp as rc
-from rnncomp.compiler import compile_graph
+from rnncomp.runtime.compiler import compile_graph
 from rnncomp.ir import Op
-from rnncomp.trace import flatten
+from rnncomp.frontend.trace import flatten
 
 B, T, I, H = 2, 3, 2, 3
 

@@ -24,7 +24,7 @@ import pytest
 import rnncomp as rc
 from rnncomp import optim
 from rnncomp.train import Trainer
-from rnncomp.trace import flatten, unflatten
+from rnncomp.frontend.trace import flatten, unflatten
 from cell_zoo import BUILTIN_CELLS
 
 B, T, I = 3, 3, 2

@@ -1,6 +1,6 @@
 """Every op a user graph can contain, compiled for the CPU backend, against the interpreter.
 
-Registry driven: CASES has an input factory for every op of rnncomp.ops.REGISTRY except the
+Registry driven: CASES has an input factory for every op of rnncomp.ir.ops.REGISTRY except the
 leaves/structural ops listed in NOT_USER_OPS, and `test_every_op_has_a_case` fails when an op
 is registered without one.
 
@@ -27,11 +27,11 @@ import pytest
 
 import rnncomp as rc
 from rnncomp import ops
-from rnncomp.autodiff import grad_graph
-from rnncomp.compiler import compile_graph
-from rnncomp.dtypes import DType, as_dtype
+from rnncomp.transforms.autodiff import grad_graph
+from rnncomp.runtime.compiler import compile_graph
+from rnncomp.ir.dtypes import DType, as_dtype
 from rnncomp.ir import Graph, Op, toposort
-from rnncomp.ops import NOT_DIFFERENTIABLE, REGISTRY
+from rnncomp.ir.ops import NOT_DIFFERENTIABLE, REGISTRY
 
 # Ops a user graph does not contain as such: graph inputs, scan-body placeholders, the result
 # selector of multi-result nodes (exercised through every SCAN case) and fusion groups (made by

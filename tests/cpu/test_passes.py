@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnncomp as rc
-from rnncomp.autodiff import grad_graph
-from rnncomp.interp import evaluate
+from rnncomp.transforms.autodiff import grad_graph
+from rnncomp.runtime.interp import evaluate
 from rnncomp.ir import Graph, GroupOp, Op
-from rnncomp.passes import PIPELINE, optimize
-from rnncomp.trace import flatten
+from rnncomp.transforms.passes import PIPELINE, optimize
+from rnncomp.frontend.trace import flatten
 from cell_zoo import BUILTIN_CELLS
 
 PASS_NAMES = [name for name, _ in PIPELINE]

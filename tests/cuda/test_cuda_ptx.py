@@ -28,9 +28,9 @@ if not compat.nvvm_available():
     pytest.skip("NVVM not available (pip install 'numba-cuda[cu13]')", allow_module_level=True)
 
 import rnncomp as rc  # noqa: E402
-from rnncomp.autodiff import grad_graph  # noqa: E402
-from rnncomp.dtypes import DType  # noqa: E402
-from rnncomp.passes import optimize  # noqa: E402
+from rnncomp.transforms.autodiff import grad_graph  # noqa: E402
+from rnncomp.ir.dtypes import DType  # noqa: E402
+from rnncomp.transforms.passes import optimize  # noqa: E402
 
 from rnncomp.backends.cuda import codegen  # noqa: E402
 

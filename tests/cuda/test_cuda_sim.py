@@ -1,9 +1,9 @@
 """The CUDA backend on numba's CUDA simulator, against the reference interpreter (float64).
 
-Every built-in cell, forward and backward (rnncomp.autodiff.grad_graph), at toy size
+Every built-in cell, forward and backward (rnncomp.transforms.autodiff.grad_graph), at toy size
 (B2 H3 T3, one sequence shorter than T), through compile_graph(backend="cuda"): the generated
 kernels run in the simulator and NumPy stands in for CuPy (GEMMs, movement ops). Also: dropout
-in training mode (masks must be bit-identical to rnncomp.ops.hash_uniform_np), the persistent
+in training mode (masks must be bit-identical to rnncomp.ir.ops.hash_uniform_np), the persistent
 LSTM forward kernel (float32, one block in the simulator), and a static unroll.
 
 numba reads NUMBA_ENABLE_CUDASIM when numba.cuda is first imported, so unless the current
@@ -49,10 +49,10 @@ else:
                     allow_module_level=True)
 
     import rnncomp as rc
-    from rnncomp.autodiff import grad_graph
-    from rnncomp.compiler import compile_graph
-    from rnncomp.interp import evaluate
-    from rnncomp.ops import hash_uniform_np
+    from rnncomp.transforms.autodiff import grad_graph
+    from rnncomp.runtime.compiler import compile_graph
+    from rnncomp.runtime.interp import evaluate
+    from rnncomp.ir.ops import hash_uniform_np
 
     B, H, T, I = 2, 3, 3, 2
     SEQ = np.array([3, 1], np.int32)
@@ -173,7 +173,7 @@ else:
 
     def test_lstm_matcher_rejects_other_cells():
         from rnncomp.backends.cuda.kernels_lstm import find_lstm_scans
-        from rnncomp.passes import optimize
+        from rnncomp.transforms.passes import optimize
 
         for name in ("gru_reset_after", "lstm_peepholes", "basic_rnn_tanh"):
             m = _model(CELLS[name], dtype="f32")

@@ -49,7 +49,7 @@ def run_example(name: str, *args: str, out: Path | None = None, timeout: int = 3
 
 
 def have_mnist() -> bool:
-    from rnncomp.data import default_mnist_dir
+    from rnncomp.train.data import default_mnist_dir
 
     return default_mnist_dir() is not None
 

@@ -1,4 +1,4 @@
-"""Faults in the on-disk kernel cache (rnncomp/compiler.py).
+"""Faults in the on-disk kernel cache (rnncomp/runtime/compiler.py).
 
 A cache entry is the generated `<name>.py` plus Numba's `__pycache__/<name>.kernel-*.nbi/.nbc`
 (and a `.pyc` if Python wrote one). A truncated, garbage or half-written entry is detected,
@@ -25,7 +25,7 @@ import pytest
 from conftest import is_root_like, subprocess_env
 
 import rnncomp as rc
-from rnncomp.compiler import cache_dir, compile_graph
+from rnncomp.runtime.compiler import cache_dir, compile_graph
 
 X = np.arange(6, dtype=np.float32).reshape(2, 3) / 4
 
@@ -45,7 +45,7 @@ SCRIPT = """
 import sys
 import numpy as np
 from test_cache_faults import TINY, W, X
-from rnncomp.compiler import compile_graph
+from rnncomp.runtime.compiler import compile_graph
 cg = compile_graph(TINY.graph, cache=sys.argv[1])
 out = cg(X, W)[0]
 st = cg.fn.stats

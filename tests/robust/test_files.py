@@ -27,7 +27,7 @@ from conftest import subprocess_env
 import rnncomp as rc
 from rnncomp import checkpoint as ckpt
 from rnncomp import layers, losses, optim
-from rnncomp.checkpoint import CheckpointError
+from rnncomp.train.checkpoint import CheckpointError
 from rnncomp.train import Trainer
 
 SAVE_TWICE = """

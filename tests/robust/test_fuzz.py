@@ -3,8 +3,8 @@
 A cell is a JSON-able description (random op trees over the DSL: matmul with parameters, bias,
 add/sub/mul, sigmoid/tanh/relu, exp of a bounded argument, where, concat, slice, split; sizes
 1-4, one or two state arrays). It runs under dynamic_rnn with a random sequence_length, and
-the gradient graph (rnncomp.autodiff.grad_graph: forward outputs + d loss / d every parameter
-and X) is evaluated by the interpreter and by rnncomp.compiler.compile_graph(backend="cpu");
+the gradient graph (rnncomp.transforms.autodiff.grad_graph: forward outputs + d loss / d every parameter
+and X) is evaluated by the interpreter and by rnncomp.runtime.compiler.compile_graph(backend="cpu");
 outputs and gradients must agree.
 
 Compiles dominate (one per distinct cell), so the quick test draws cells from a small fixed
@@ -31,9 +31,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rnncomp as rc
-from rnncomp.autodiff import grad_graph
-from rnncomp.compiler import compile_graph
-from rnncomp.interp import evaluate
+from rnncomp.transforms.autodiff import grad_graph
+from rnncomp.runtime.compiler import compile_graph
+from rnncomp.runtime.interp import evaluate
 
 REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -15,12 +15,12 @@ import pytest
 from conftest import B, H, I, T, pair_model_fn
 
 import rnncomp as rc
-import rnncomp.grad
-import rnncomp.model
+import rnncomp.runtime.grad
+import rnncomp.runtime.model
 from rnncomp import data, losses, optim
-from rnncomp.interp import InputError, NonFiniteError
+from rnncomp.runtime.interp import InputError, NonFiniteError
 from rnncomp.train import Trainer
-from rnncomp.trace import TraceError
+from rnncomp.frontend.trace import TraceError
 
 BACKENDS = ["interp", "cpu"]
 DROP = object()  # "leave this input out"
@@ -47,8 +47,8 @@ def kernel_calls(warm, monkeypatch):
             return fn(*a, **k)
         return wrapped
 
-    monkeypatch.setattr(rnncomp.model, "evaluate", spy(rnncomp.model.evaluate, "interp"))
-    monkeypatch.setattr(rnncomp.grad, "evaluate", spy(rnncomp.grad.evaluate, "interp grad"))
+    monkeypatch.setattr(rnncomp.runtime.model, "evaluate", spy(rnncomp.runtime.model.evaluate, "interp"))
+    monkeypatch.setattr(rnncomp.runtime.grad, "evaluate", spy(rnncomp.runtime.grad.evaluate, "interp grad"))
     for cg in m._compiled.values():
         monkeypatch.setattr(cg, "fn", spy(cg.fn, "cpu kernel"))
     for _, cg in m._compiled_grad.values():
@@ -465,7 +465,7 @@ def test_trainer_arguments():
         Trainer(m, "loss", clip_norm=0)
     with pytest.raises(KeyError, match="no key 'nope'"):
         Trainer(m, "nope")
-    with pytest.raises(TypeError, match="optimizer: expected an rnncomp.optim optimizer"):
+    with pytest.raises(TypeError, match="optimizer: expected an rnncomp.train.optim optimizer"):
         Trainer(m, "loss", optimizer="adam")
 
 

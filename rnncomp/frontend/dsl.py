@@ -1,6 +1,6 @@
 """The user-facing ops of the DSL: what cells are written with.
 
-Each function builds IR nodes (through rnncomp.ops) and accepts Python numbers where an array is
+Each function builds IR nodes (through rnncomp.ir.ops) and accepts Python numbers where an array is
 expected (they become literals of the other operand's dtype). Composite ops (softmax, mean,
 dropout, ...) are written here in terms of registry primitives, so autodiff and every backend
 get them for free.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 
-from . import ops
-from .dtypes import DType, as_dtype
-from .ir import Node, Op, shape_str
-from .ops import ShapeError
+from ..ir import ops
+from ..ir.dtypes import DType, as_dtype
+from ..ir.graph import Node, Op, shape_str
+from ..ir.ops import ShapeError
 from .trace import current
 
 Array = Node

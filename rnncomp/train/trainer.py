@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint, optim
-from .grad import output_index, tbptt_value_and_grad, value_and_grad
+from ..runtime.grad import output_index, tbptt_value_and_grad, value_and_grad
 
 __all__ = ["Trainer", "TrainState", "History", "step_seed"]
 
@@ -67,7 +67,7 @@ class Trainer:
     """Gradient steps on one scalar output of a Model.
 
     loss_output: which output is the loss (int index, dict key or path; see Model.grad_graph).
-    optimizer: an rnncomp.optim optimizer (default Adam(1e-3)).
+    optimizer: an rnncomp.train.optim optimizer (default Adam(1e-3)).
     clip_norm: rescale gradients to this global norm (tf.clip_by_global_norm) if larger.
     clip_value: clip every gradient element to [-clip_value, clip_value] (after clip_norm).
     wrt: the parameters trained (default: every trainable parameter).
@@ -83,7 +83,7 @@ class Trainer:
         output_index(model, loss_output)  # fail early on a bad selector
         self.optimizer = optimizer if optimizer is not None else optim.Adam(1e-3)
         if not isinstance(self.optimizer, optim.Optimizer):
-            raise TypeError(f"optimizer: expected an rnncomp.optim optimizer, received "
+            raise TypeError(f"optimizer: expected an rnncomp.train.optim optimizer, received "
                             f"{type(self.optimizer).__name__}")
         if clip_norm is not None and not clip_norm > 0:
             raise ValueError(f"clip_norm: expected a positive number, received {clip_norm!r}")
@@ -159,7 +159,7 @@ class Trainer:
         """Truncated BPTT on one batch of long sequences, in chunks of k steps.
 
         The model is written for one chunk (state inputs in, final state among the outputs;
-        see rnncomp.grad.tbptt_value_and_grad for `state`, `seq_inputs`, `reduce`). With
+        see rnncomp.runtime.grad.tbptt_value_and_grad for `state`, `seq_inputs`, `reduce`). With
         update_every_chunk=False the chunk gradients are summed into one update; with True the
         parameters are updated after every chunk (the classic TBPTT(k, k) schedule) and later
         chunks run with the updated parameters.
@@ -305,8 +305,8 @@ class Trainer:
 
 
 def _select(model: Any, outs: Any, sel: Any) -> Any:
-    """The leaf of the output pytree picked by `sel` (same rules as rnncomp.grad.output_index)."""
-    from .trace import flatten
+    """The leaf of the output pytree picked by `sel` (same rules as rnncomp.runtime.grad.output_index)."""
+    from ..frontend.trace import flatten
 
     flat, _ = flatten(outs)
     return flat[output_index(model, sel)]

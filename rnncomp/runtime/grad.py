@@ -4,7 +4,7 @@
     loss, grads = m.value_and_grad(params, X=x, Y=y)       # grads: {param name: array}
     print(m.grad_graph())                                  # forward + BPTT graph, jaxpr style
 
-Everything here sits on `rnncomp.autodiff.grad_graph`: the backward graph is an ordinary IR
+Everything here sits on `rnncomp.transforms.autodiff.grad_graph`: the backward graph is an ordinary IR
 graph (forward outputs, then one gradient per `wrt` name), so it runs on the reference
 interpreter or on any compiled backend, and prints like any other graph.
 
@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .autodiff import grad_graph as _grad_graph
+from ..transforms.autodiff import grad_graph as _grad_graph
 from .interp import Context, evaluate
-from .ir import Graph, Op
-from .trace import unflatten
+from ..ir.graph import Graph, Op
+from ..frontend.trace import unflatten
 
 __all__ = [
     "output_index",

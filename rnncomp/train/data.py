@@ -175,7 +175,7 @@ def default_mnist_dir() -> Path | None:
     candidates = []
     if env:
         candidates.append(Path(env).expanduser())
-    candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist-10k")
+    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist-10k")
     for c in candidates:
         if _is_mnist_dir(c):
             return c

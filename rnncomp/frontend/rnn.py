@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import dsl, ops
+from . import dsl
+from ..ir import ops
 from .cells import RNNCell, as_cell
-from .dtypes import DType
-from .ir import Node, Op, shape_str
+from ..ir.dtypes import DType
+from ..ir.graph import Node, Op, shape_str
 from .trace import (
     RuntimeCheck,
     TraceError,

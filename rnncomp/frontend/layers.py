@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from . import dsl
 from .cells import get_activation
-from .dtypes import as_dtype
-from .ir import Node, Op, shape_str
+from ..ir.dtypes import as_dtype
+from ..ir.graph import Node, Op, shape_str
 from .trace import RuntimeCheck, TraceError, current, param, variable_scope
 
 __all__ = ["dense", "embedding"]

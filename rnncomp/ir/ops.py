@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from .dtypes import DType, as_dtype
-from .ir import Dim, Graph, GroupOp, Node, Op, Shape, intern, shape_str
+from .graph import Dim, Graph, GroupOp, Node, Op, Shape, intern, shape_str
 
 
 class ShapeError(ValueError):
@@ -886,7 +886,7 @@ def scan(body: Graph, carries: Sequence[Node], xs: Sequence[Node], invariants: S
 
 
 def placeholder(shape: Shape, dtype: DType | str, role: str = "") -> Node:
-    from .ir import fresh_id
+    from .graph import fresh_id
 
     return make(Op.PLACEHOLDER, shape=tuple(shape), dtype=as_dtype(dtype), id=fresh_id(),
                 role=role or None)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import dsl
-from .ir import Node, Op, shape_str
-from .ops import ShapeError
+from ..ir.graph import Node, Op, shape_str
+from ..ir.ops import ShapeError
 from .trace import RuntimeCheck, current
 
 __all__ = ["sparse_softmax_cross_entropy", "softmax_cross_entropy", "mse", "accuracy",

@@ -221,7 +221,7 @@ def _read_group(
             ) from exc
         if not isinstance(arr, np.ndarray):  # NpzFile returns raw bytes for a non-.npy member
             raise CheckpointError(f"{path}: member {key!r} is not a .npy array; the file is "
-                                  f"corrupt or was not written by rnncomp.checkpoint.save")
+                                  f"corrupt or was not written by rnncomp.train.checkpoint.save")
         if arr.shape != shape or arr.dtype != dtype:
             raise CheckpointError(
                 f"{path}: array {key!r} does not match {_META_KEY}: expected shape {shape} "

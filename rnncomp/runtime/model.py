@@ -20,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from . import initializers
-from .dtypes import DType, as_dtype
+from ..frontend import initializers
+from ..ir.dtypes import DType, as_dtype
+from .inputs import convert_input
 from .interp import Context, InputError, NonFiniteError, evaluate
-from .ir import Graph, Node, Op, Shape, shape_str
-from .trace import ParamSpec, TraceContext, TraceError, flatten, tracing, unflatten
+from ..ir.graph import Graph, Node, Op, Shape, shape_str
+from ..frontend.trace import ParamSpec, TraceContext, TraceError, flatten, tracing, unflatten
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def trace(fn: Callable[..., Any], inputs: Mapping[str, Input | tuple], dtype: An
 
 
 def _input_node(name: str, spec: Input, dtype: DType) -> Node:
-    from . import ops
+    from ..ir import ops
 
     dt = as_dtype(spec.dtype) if spec.dtype is not None else dtype
     return ops.make(Op.INPUT, name=name, shape=spec.resolved_shape(), dtype=dt)
@@ -166,7 +167,7 @@ class Model:
             if name not in inputs:
                 raise InputError(f"missing input {name!r}: expected {node.dtype}"
                                  f"[{shape_str(node.shape)}]")
-            out[name] = _convert(name, inputs[name], node)
+            out[name] = convert_input(name, inputs[name], node)
             ctx.bind(node, out[name], f"input {name!r}")
         for sym, v in ctx.dims.items():
             if v == 0:
@@ -234,10 +235,10 @@ class Model:
             self._compiled[key] = compile_graph(self.graph, backend=backend, **options)
         return self._compiled[key]
 
-    # -- gradients (rnncomp.grad) --------------------------------------------------------------
+    # -- gradients (rnncomp.runtime.grad) --------------------------------------------------------------
     def grad_graph(self, output: Any = 0, wrt: Any = None) -> Graph:
         """The forward + backward graph of d outputs[output] / d wrt (cached); print it to see
-        the BPTT reverse scan. See rnncomp.grad.model_grad_graph."""
+        the BPTT reverse scan. See rnncomp.runtime.grad.model_grad_graph."""
         from .grad import model_grad_graph
 
         return model_grad_graph(self, output, wrt)
@@ -245,7 +246,7 @@ class Model:
     def value_and_grad(self, params: Mapping[str, Any], *, wrt: Any = None, output: Any = 0,
                        training: bool = False, seed: int = 0, backend: str = "interp",
                        check_finite: bool = False, **inputs: Any) -> tuple[Any, dict]:
-        """(outputs, {name: gradient}) of the scalar output `output`; see rnncomp.grad."""
+        """(outputs, {name: gradient}) of the scalar output `output`; see rnncomp.runtime.grad."""
         from .grad import value_and_grad
 
         res = value_and_grad(self, params, wrt=wrt, output=output, training=training,
@@ -272,28 +273,3 @@ class Model:
 
 def _all_finite(arrays) -> bool:
     return all(np.isfinite(a).all() for a in map(np.asarray, arrays) if a.dtype.kind == "f")
-
-
-def _convert(name: str, value: Any, node: Node) -> np.ndarray:
-    a = np.asarray(value)
-    want = node.dtype.np
-    if a.dtype != want:
-        if node.dtype.is_float and (np.issubdtype(a.dtype, np.floating)
-                                    or np.issubdtype(a.dtype, np.integer)
-                                    or a.dtype == np.bool_):
-            a = a.astype(want)
-        elif node.dtype.is_int and np.issubdtype(a.dtype, np.integer):
-            info = np.iinfo(want)
-            if a.size and not np.can_cast(a.dtype, want) and (a.min() < info.min
-                                                              or a.max() > info.max):
-                bad = a.min() if a.min() < info.min else a.max()
-                raise InputError(f"input {name!r}: values must fit {node.dtype} "
-                                 f"[{info.min}, {info.max}], received {bad}")
-            a = a.astype(want)
-        elif node.dtype is DType.bool and a.dtype == np.bool_:
-            pass
-        else:
-            raise InputError(f"input {name!r}: expected {node.dtype} values, received {a.dtype}"
-                             + (" (lengths and labels must be integers)" if node.dtype.is_int
-                                else ""))
-    return np.asarray(a, order="C")  # C order; 0-d stays 0-d (unlike np.ascontiguousarray)

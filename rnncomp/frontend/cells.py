@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import dsl
-from .dtypes import DType
-from .ir import Node, shape_str
+from ..ir.dtypes import DType
+from ..ir.graph import Node, shape_str
 from .trace import TraceError, current, flatten, param, unflatten, variable_scope
 
 LSTMStateTuple = namedtuple("LSTMStateTuple", ["c", "h"])

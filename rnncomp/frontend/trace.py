@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ops
-from .dtypes import DType, as_dtype
-from .ir import Graph, Node, Op, Shape, shape_str, substitute, toposort
+from ..ir import ops
+from ..ir.dtypes import DType, as_dtype
+from ..ir.graph import Graph, Node, Op, Shape, shape_str, substitute, toposort
 
 
 class TraceError(ValueError):
@@ -95,7 +95,7 @@ def current(required: bool = True) -> TraceContext | None:
         if required:
             raise TraceError(
                 "no model is being traced: build parameters inside a function passed to "
-                "rnncomp.Model(...) or rnncomp.trace(...)")
+                "rnncomp.Model(...) or rnncomp.frontend.trace(...)")
         return None
     return _STACK[-1]
 

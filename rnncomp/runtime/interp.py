@@ -1,7 +1,8 @@
 """The NumPy reference interpreter: the oracle every pass and backend is tested against.
 
 It evaluates a Graph node by node with each op's registry `impl`, loops scans in Python, and
-binds symbolic dimensions (B, T, ...) from the arrays given for the graph inputs.
+binds symbolic dimensions (B, T, ...) from the arrays given for the graph inputs (the Context of
+rnncomp.ir.context, which every op's impl receives).
 """
 
 from __future__ import annotations
@@ -11,46 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .ir import Graph, Node, Op, Shape, shape_str
-from .ops import REGISTRY, scan_info
-
-
-class InputError(ValueError):
-    """An array given to a graph does not match the input it is bound to."""
-
-
-class NonFiniteError(FloatingPointError):
-    """Debug mode found a NaN or Inf; the message names the op and the time step."""
-
-
-class Context:
-    def __init__(self, check_finite: bool = False):
-        self.dims: dict[str, int] = {}
-        self.check_finite = check_finite
-        self.steps: list[int] = []
-        self.names: dict[int, str] | None = None
-
-    def bind(self, node: Node, value: np.ndarray, what: str) -> None:
-        shape = node.shape
-        if value.ndim != len(shape):
-            raise InputError(f"{what}: expected rank {len(shape)} [{shape_str(shape)}], received "
-                             f"shape {tuple(value.shape)}")
-        for k, (d, v) in enumerate(zip(shape, value.shape)):
-            if isinstance(d, str):
-                if d in self.dims and self.dims[d] != v:
-                    raise InputError(
-                        f"{what}: dimension {k} is {d} = {self.dims[d]} elsewhere, received {v} "
-                        f"(shape {tuple(value.shape)})")
-                self.dims[d] = v
-            elif d != v:
-                raise InputError(f"{what}: expected shape [{shape_str(shape)}], received "
-                                 f"{tuple(value.shape)} (dimension {k} should be {d})")
-
-    def resolve(self, shape: Shape) -> tuple[int, ...]:
-        try:
-            return tuple(self.dims[d] if isinstance(d, str) else d for d in shape)
-        except KeyError as e:
-            raise InputError(f"symbolic dimension {e.args[0]!r} is not bound by any input") from e
+from ..ir.context import Context, InputError, NonFiniteError
+from ..ir.graph import Graph, Node, Op, shape_str
+from ..ir.ops import REGISTRY, scan_info
 
 
 def evaluate(graph: Graph, args: Sequence[Any], ctx: Context | None = None) -> list[np.ndarray]:

@@ -1,7 +1,7 @@
 """Reverse-mode automatic differentiation over the IR.
 
 No backward code is written for any cell: every op's VJP rule lives in its registry record
-(rnncomp/ops.py) and builds IR nodes; this module only walks graphs.
+(rnncomp/ir/ops.py) and builds IR nodes; this module only walks graphs.
 
 Scans are handled the way JAX transposes them (`_scan_partial_eval` / `_scan_transpose`):
 
@@ -24,10 +24,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import ops
-from .dtypes import DType
-from .ir import Graph, Node, Op, substitute, toposort
-from .ops import NOT_DIFFERENTIABLE, REGISTRY, scan_info
+from ..ir import ops
+from ..ir.dtypes import DType
+from ..ir.graph import Graph, Node, Op, substitute, toposort
+from ..ir.ops import NOT_DIFFERENTIABLE, REGISTRY, scan_info
 
 
 class AutodiffError(ValueError):

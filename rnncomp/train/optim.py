@@ -2,7 +2,7 @@
 
 Optimizer state is itself a flat dict of named NumPy arrays (``"adam/m/<param>"``,
 ``"adam/step"``, ...) rather than Python objects, so it can be written by
-:mod:`rnncomp.checkpoint` as plain arrays and restored without pickling.
+:mod:`rnncomp.train.checkpoint` as plain arrays and restored without pickling.
 ``update`` is purely functional: inputs are never mutated, new dicts and new
 arrays are returned, which makes it safe to keep the previous step around (for
 example to roll back after a NaN loss).

@@ -1,6 +1,6 @@
 """The IR: one immutable node type, interned, and a Graph of inputs and outputs.
 
-A Node is (op, inputs, attrs, shape, dtype). Nodes are only created through `rnncomp.ops.make`,
+A Node is (op, inputs, attrs, shape, dtype). Nodes are only created through `rnncomp.ir.ops.make`,
 which runs the op's shape/dtype rule and interns the result, so two structurally equal
 expressions are one object (CSE is nearly free, like tinygrad's UOp). Node identity is object
 identity: nodes are used as dict keys by identity, never compared structurally.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import itertools
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .dtypes import DType
@@ -109,7 +109,7 @@ class GroupOp:
 
 
 class Node:
-    """An immutable IR node. Build with `rnncomp.ops.make`, never directly."""
+    """An immutable IR node. Build with `rnncomp.ir.ops.make`, never directly."""
 
     __slots__ = ("op", "inputs", "attrs", "shape", "dtype", "__weakref__")
 
@@ -149,7 +149,7 @@ class Node:
         nm = f" {self.name}" if self.name else ""
         return f"<{self.op.value}{nm} {self.dtype}[{shp}]>"
 
-    # Operator sugar lives in rnncomp.ops (installed there) so the IR stays op-agnostic.
+    # Operator sugar lives in rnncomp.ir.ops (installed there) so the IR stays op-agnostic.
     __hash__ = object.__hash__
 
 
@@ -268,10 +268,11 @@ class Graph:
     def param_names(self) -> list[str]:
         return [n.name for n in self.inputs if n.op is Op.PARAM]
 
-    def __str__(self) -> str:
-        from .printer import pformat
+    # The text form lives in printer.py (which imports this module); rnncomp.ir sets it here.
+    formatter: Callable[[Graph], str] = repr
 
-        return pformat(self)
+    def __str__(self) -> str:
+        return type(self).formatter(self)
 
     def __repr__(self) -> str:
         return f"<Graph {len(self.inputs)} inputs, {len(self.outputs)} outputs, " \
@@ -290,7 +291,7 @@ def substitute(outputs: Sequence[Node], mapping: dict[int, Node], rebuild) -> li
     """Rebuild outputs with some nodes replaced (mapping: id(old) -> new).
 
     `rebuild(node, new_inputs)` makes the replacement for a node whose inputs changed (normally
-    `rnncomp.ops.remake`). Unchanged subtrees are shared, not copied.
+    `rnncomp.ir.ops.remake`). Unchanged subtrees are shared, not copied.
     """
     memo: dict[int, Node] = dict(mapping)
     for n in toposort(outputs):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ir import Graph, Node, Op, shape_str
+from .graph import Graph, Node, Op, shape_str
 
 _HIDDEN_ATTRS = {"body", "id", "role", "name", "shape", "dtype"}
 

@@ -13,7 +13,7 @@ arguments, or with `-k NAME=VALUE` keyword arguments) returns an rnncomp.Model o
 
 Errors are one line on stderr and a non-zero exit status; `--debug` shows the traceback. Pieces
 of the compiler that are not installed (the pass pipeline, a backend, the benchmark script) give
-"not available yet: ..." rather than a crash. Also runnable as `python -m rnncomp.cli`.
+"not available yet: ..." rather than a crash. Also runnable as `python -m rnncomp.tools.cli`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from .ir import Graph, Op, shape_str
+from ..ir.graph import Graph, Op, shape_str
 
 PROG = "rnncomp"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # exit statuses
 EXIT_ERROR = 1  # bad model, unknown stage, failed run...
@@ -116,7 +116,7 @@ def _import_target(target: str) -> Any:
 
 def load_model(spec: str, kwargs: dict[str, Any] | None = None) -> Any:
     """The Model or Graph named by `FILE.py:FUNCTION` or `package.module:FUNCTION`."""
-    from .model import Model
+    from ..runtime.model import Model
 
     target, sep, func = spec.rpartition(":")
     if not sep or not target or not func:
@@ -161,10 +161,10 @@ def _one_line(e: BaseException) -> str:
 # ---------------------------------------------------------------------------------------------
 def _import_passes():
     try:
-        from . import passes
+        from ..transforms import passes
     except ImportError as e:
         if getattr(e, "name", None) in (f"{__package__}.passes", "passes", None):
-            raise NotAvailable("the optimizing passes (rnncomp.passes)") from e
+            raise NotAvailable("the optimizing passes (rnncomp.transforms.passes)") from e
         raise
     return passes
 
@@ -182,11 +182,11 @@ def _pass_name(p: Any) -> str:
 
 
 def pass_names() -> list[str]:
-    """Names of the passes of rnncomp.passes.PIPELINE, in order."""
+    """Names of the passes of rnncomp.transforms.passes.PIPELINE, in order."""
     passes = _import_passes()
     pipeline = getattr(passes, "PIPELINE", None)
     if pipeline is None:
-        raise NotAvailable("rnncomp.passes.PIPELINE")
+        raise NotAvailable("rnncomp.transforms.passes.PIPELINE")
     return [_pass_name(p) for p in pipeline]
 
 
@@ -222,7 +222,7 @@ def _results_graphs(results: Any) -> tuple[Graph, list[tuple[str, Graph]]]:
     if final is None and pairs:
         final = pairs[-1][1]
     if not isinstance(final, Graph):
-        raise CLIError(f"rnncomp.passes.optimize returned {type(results).__name__}, which the "
+        raise CLIError(f"rnncomp.transforms.passes.optimize returned {type(results).__name__}, which the "
                        f"CLI cannot read a graph from")
     return final, pairs
 
@@ -234,7 +234,7 @@ def optimize_stages(graph: Graph, timings: dict[str, float] | None = None
     passes = _import_passes()
     optimize = getattr(passes, "optimize", None)
     if optimize is None:
-        raise NotAvailable("rnncomp.passes.optimize")
+        raise NotAvailable("rnncomp.transforms.passes.optimize")
     try:
         results = optimize(graph, verify=True)
     except TypeError:
@@ -247,14 +247,14 @@ def optimize_stages(graph: Graph, timings: dict[str, float] | None = None
 def backward_graph(graph: Graph) -> Graph:
     """The BPTT graph: grad_graph of output 0 if it is a float scalar (a loss), else the
     vector-Jacobian product graph (one cotangent input per float output)."""
-    from . import autodiff
+    from ..transforms import autodiff
 
     loss = graph.outputs[0] if graph.outputs else None
     if loss is not None and loss.shape == () and loss.dtype is not None and loss.dtype.is_float:
         return autodiff.grad_graph(graph, 0)
     vjp_graph = getattr(autodiff, "vjp_graph", None)
     if vjp_graph is None:
-        raise NotAvailable("rnncomp.autodiff.vjp_graph (backward of a model without a loss)")
+        raise NotAvailable("rnncomp.transforms.autodiff.vjp_graph (backward of a model without a loss)")
     return vjp_graph(graph)
 
 
@@ -312,7 +312,7 @@ class Stages:
     def unknown(self, name: str) -> CLIError:
         names = self.names()
         extra = "" if len(names) > len(BASE_STAGES) else \
-            " (pass names become stages once rnncomp.passes is available)"
+            " (pass names become stages once rnncomp.transforms.passes is available)"
         return CLIError(f"unknown stage {name!r}; valid stages: {', '.join(names)}{extra}")
 
     def check(self, name: str) -> None:
@@ -339,10 +339,10 @@ def _write(text: str | bytes, out: str | None) -> None:
 
 def _compiled_source(graph: Graph, backend: str) -> str:
     try:
-        from .compiler import compile_graph
+        from ..runtime.compiler import compile_graph
     except ImportError as e:
         if getattr(e, "name", None) in (f"{__package__}.compiler", None):
-            raise NotAvailable(f"the {backend.upper()} backend (rnncomp.compiler.compile_graph)") \
+            raise NotAvailable(f"the {backend.upper()} backend (rnncomp.runtime.compiler.compile_graph)") \
                 from e
         raise NotAvailable(f"the {backend.upper()} backend: {_one_line(e)}") from e
     try:
@@ -358,7 +358,7 @@ def _compiled_source(graph: Graph, backend: str) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from .printer import pformat
+    from ..ir.printer import pformat
 
     obj = load_model(args.model, _parse_kwargs(args.kwarg))
     stages = Stages(_graph_of(obj))
@@ -409,7 +409,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                        "--format dot")
     render = getattr(viz, "render", None)
     if render is None:
-        raise NotAvailable("rnncomp.viz.render")
+        raise NotAvailable("rnncomp.tools.viz.render")
     if args.output and args.output != "-":
         render(graph, args.output, format=fmt)
         print(f"wrote {args.output}", file=sys.stderr)
@@ -480,8 +480,8 @@ def _fmt_time(s: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .interp import Context, evaluate
-    from .model import Model
+    from ..runtime.interp import Context, evaluate
+    from ..runtime.model import Model
 
     obj = load_model(args.model, _parse_kwargs(args.kwarg))
     graph = _graph_of(obj)
@@ -591,7 +591,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _compile_graph(graph: Graph, backend: str):
-    from .compiler import compile_graph
+    from ..runtime.compiler import compile_graph
 
     return compile_graph(graph, backend=backend)
 
@@ -601,7 +601,7 @@ def _compile_for_run(make: Callable[[], Any], backend: str) -> Any:
         return make()
     except ImportError as e:
         if getattr(e, "name", None) in (f"{__package__}.compiler", None):
-            raise NotAvailable(f"the {backend} backend (rnncomp.compiler.compile_graph)") from e
+            raise NotAvailable(f"the {backend} backend (rnncomp.runtime.compiler.compile_graph)") from e
         raise NotAvailable(f"the {backend} backend: {_one_line(e)}") from e
     except NotImplementedError as e:
         raise NotAvailable(f"the {backend} backend: {_one_line(e)}") from e
@@ -723,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="print a stage's IR, draw it, diff stages, or show kernel source",
         description="Print the IR of one stage of the compiler (text, DOT, SVG or PNG), a unified "
                     "diff between two stages, or the generated kernel source.",
-        epilog="Stages: traced, then one per pass of rnncomp.passes.PIPELINE (by name), "
+        epilog="Stages: traced, then one per pass of rnncomp.transforms.passes.PIPELINE (by name), "
                "optimized, backward (BPTT: grad of output 0 if it is a scalar loss, else the "
                "VJP graph), backward-optimized, backward:<pass name>. --list-stages prints them.")
     model_args(ins)

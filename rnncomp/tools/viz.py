@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .ir import Graph, GroupOp, Node, Op, shape_str
+from ..ir.graph import Graph, GroupOp, Node, Op, shape_str
 
 __all__ = ["GROUP_COLORS", "op_group", "type_str", "to_networkx", "to_dot", "render"]
 
@@ -146,7 +146,7 @@ def to_networkx(graph: Graph):
         import networkx as nx
     except ImportError as e:  # pragma: no cover - exercised by a test that hides networkx
         raise ImportError(
-            "rnncomp.viz.to_networkx needs the optional package networkx, which is not "
+            "rnncomp.tools.viz.to_networkx needs the optional package networkx, which is not "
             "installed: pip install networkx (or pip install 'rnncomp[viz]')") from e
     entries, edges = _collect(graph)
     g = nx.DiGraph()
@@ -242,7 +242,7 @@ def render(graph: Graph, path: str | Path, format: str = "svg",  # noqa: A002 - 
         raise GraphvizNotFoundError(
             f"render: the Graphviz program {dot!r} was not found on PATH; install Graphviz "
             "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz), or write "
-            "rnncomp.viz.to_dot(graph) to a .dot file and render it elsewhere")
+            "rnncomp.tools.viz.to_dot(graph) to a .dot file and render it elsewhere")
     path = Path(path)
     proc = subprocess.run([exe, f"-T{format}", "-o", str(path)], input=to_dot(graph).encode(),
                           capture_output=True, check=False)

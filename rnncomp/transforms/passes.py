@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ops
-from .dtypes import DType
-from .interp import Context
-from .ir import Graph, GroupOp, Node, Op, substitute, toposort
-from .ops import REGISTRY, scan_info
-from .verify import verify as verify_graph
+from ..ir import ops
+from ..ir.context import Context
+from ..ir.dtypes import DType
+from ..ir.graph import Graph, GroupOp, Node, Op, substitute, toposort
+from ..ir.ops import REGISTRY, scan_info
+from ..ir.verify import verify as verify_graph
 
 Rule = Callable[[Node], "Node | None"]
 

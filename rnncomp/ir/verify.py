@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .ir import Graph, Node, Op, shape_str
+from .graph import Graph, Node, Op, shape_str
 from .ops import REGISTRY, ShapeError
 
 

@@ -1,0 +1,60 @@
+"""The CPU backend's driver: render the optimized graph into Numba source (codegen.py), compile
+it through the kernel cache, and run it.
+
+The generated module imports this folder's helper modules (fastmath.py: vectorizable exp, tanh,
+sigmoid; runtime.py: GEMM and reduction helpers), so their contents are part of the cache key.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rnncomp.ir import Graph, pformat
+from rnncomp.runtime import kernel_cache
+from rnncomp.runtime.compiler import CompiledGraph
+from rnncomp.transforms.passes import OptimizeResult
+
+from . import codegen
+
+HERE = Path(__file__).parent
+# every source file whose code runs inside a CPU kernel (the templates are in the rendered source)
+CODE_FILES = (HERE / "fastmath.py", HERE / "runtime.py")
+
+
+class CompiledCpu(CompiledGraph):
+    """A graph compiled for the CPU backend; `fn` is the module's njit `kernel`."""
+
+    def __init__(self, graph: Graph, opt: OptimizeResult, source: str, path: Path, key: str, fn,
+                 timings: dict[str, float]):
+        super().__init__(graph, "cpu", opt, source, path, key, timings)
+        self.fn = fn
+
+    def __call__(self, *args) -> list[np.ndarray]:
+        prepared = self.prepare(args)
+        try:
+            res = self.fn(*prepared)
+        except Exception as e:
+            if not kernel_cache.from_numba_cache(e):
+                raise
+            # Numba's index (.nbi) or object code (.nbc) for this kernel is corrupt
+            kernel_cache.warn_corrupt(self.path, f"loading Numba's cached code failed "
+                                                 f"({type(e).__name__}: {e})")
+            self.fn = kernel_cache.reload(self.path, self.source, self.fn).kernel
+            res = self.fn(*prepared)
+        # Numba boxes float32 scalars as Python floats: give every output its graph dtype
+        return [np.asarray(r, dtype=o.dtype.np) for r, o in zip(res, self.graph.outputs)]
+
+
+def compile_optimized(graph: Graph, opt: OptimizeResult, *, timings: dict[str, float],
+                      cache=None, always_compile: bool | None = None) -> CompiledCpu:
+    t0 = time.perf_counter()
+    source = codegen.render(opt.graph)
+    timings["render"] = time.perf_counter() - t0
+    key = kernel_cache.key("cpu", pformat(opt.graph), source, code_files=CODE_FILES)
+    t0 = time.perf_counter()
+    mod, path = kernel_cache.load(source, "rnncomp_k", key, cache=cache, always=always_compile)
+    timings["import"] = time.perf_counter() - t0
+    return CompiledCpu(graph, opt, source, path, key, mod.kernel, timings)
