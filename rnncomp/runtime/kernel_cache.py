@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import importlib.metadata
-import importlib.util
 import os
+import shutil
+import stat
 import sys
 import tempfile
 import threading
 import time
 import traceback
+import types
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,22 +38,58 @@ from typing import Any
 from ..version import __version__
 
 
+def resolve_cache_path(path: str | os.PathLike | None = None) -> Path:
+    """The configured cache directory (argument, else RNNCOMP_CACHE_DIR, else
+    ~/.cache/rnncomp), with `~` expanded; nothing is created. The compiler and the CLI both use
+    this one function."""
+    raw = path or os.environ.get("RNNCOMP_CACHE_DIR") or Path.home() / ".cache" / "rnncomp"
+    return Path(os.path.expanduser(os.fspath(raw)))
+
+
+def _unsafe(p: Path) -> str | None:
+    """Why a cache directory must not be trusted, or None: it must be a real directory owned by
+    this user, writable by nobody else (code is imported from it)."""
+    st = p.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a directory" + (" (a symbolic link)" if p.is_symlink() else "")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"it is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+    if st.st_mode & 0o022:
+        return f"it is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+_FALLBACK: Path | None = None
+
+
+def _fallback(p: Path, why: str) -> Path:
+    """A private temporary cache directory for this process (mkdtemp: mode 0700, a name nobody
+    can predict), with one warning."""
+    global _FALLBACK
+    if _FALLBACK is None or not _FALLBACK.is_dir():
+        _FALLBACK = Path(tempfile.mkdtemp(prefix="rnncomp-cache-"))
+    warnings.warn(f"rnncomp: not using the kernel cache directory {p}: {why}; compiling into "
+                  f"the private temporary directory {_FALLBACK} (kernels are not kept for the "
+                  f"next process)", RuntimeWarning, stacklevel=4)
+    return _FALLBACK
+
+
 def cache_dir(path: str | os.PathLike | None = None) -> Path:
-    """The kernel cache directory; falls back to a temporary one (with a warning) when the
-    configured directory is not writable."""
-    p = Path(path or os.environ.get("RNNCOMP_CACHE_DIR") or Path.home() / ".cache" / "rnncomp")
+    """The kernel cache directory, created private (0700). A directory that is not writable, not
+    owned by this user, or writable by group or others is refused with a warning, and a private
+    temporary directory is used instead."""
+    p = resolve_cache_path(path)
     try:
-        p.mkdir(parents=True, exist_ok=True)
-        probe = p / f".probe-{os.getpid()}"
+        p.mkdir(mode=0o700, parents=True, exist_ok=True)
+        why = _unsafe(p)
+        if why:
+            return _fallback(p, why)
+        probe = p / f".probe-{os.getpid()}-{threading.get_ident()}"
         probe.write_text("")
         probe.unlink()
         return p
     except OSError as e:
-        fallback = Path(tempfile.gettempdir()) / f"rnncomp-cache-{os.getuid()}"
-        fallback.mkdir(parents=True, exist_ok=True)
-        warnings.warn(f"rnncomp: cache directory {p} is not writable ({e.strerror}); using "
-                      f"{fallback}", RuntimeWarning, stacklevel=3)
-        return fallback
+        return _fallback(p, f"it is not writable ({e.strerror or e})")
 
 
 def always_compile(flag: bool | None = None) -> bool:
@@ -130,16 +167,31 @@ def atomic_write(path: Path, text: str, replace: bool = True) -> None:
         raise
 
 
-def import_file(path: Path, name: str) -> ModuleType:
-    """Import the module at `path` under `name`."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
+def import_source(path: Path, name: str, source: str) -> ModuleType:
+    """Execute `source` (already checked against the file at `path`) as the module `name`, with
+    `path` as its file (tracebacks, pdb and Numba's on-disk cache locate it there). No `.pyc`
+    is read or written: only the rendered source runs. The module is published in sys.modules
+    only once it has finished executing."""
+    code = compile(source, str(path), "exec", dont_inherit=True)
+    mod = types.ModuleType(name)
+    mod.__file__ = str(path)
+    exec(code, mod.__dict__)
     sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
+    return mod
+
+
+def import_file(path: Path, name: str) -> ModuleType:
+    """Import the cache entry at `path` as the module `name` (its current contents)."""
+    return import_source(path, name, path.read_text())
+
+
+def _in_memory(source: str, name: str, why: str) -> ModuleType:
+    """Compile without a cache entry (the disk is full or the entry cannot be written)."""
+    warnings.warn(f"rnncomp: cannot write the kernel cache entry {name} ({why}); compiling in "
+                  f"memory (not cached)", RuntimeWarning, stacklevel=4)
+    source = source.replace("cache=True", "cache=False")
+    mod = types.ModuleType(name)
+    exec(compile(source, f"<rnncomp kernel {name}>", "exec", dont_inherit=True), mod.__dict__)
     return mod
 
 
@@ -167,9 +219,8 @@ def reload(path: Path, source: str, fn: Any = None) -> ModuleType:
     """Clear a corrupt cache entry, rewrite its source and import it afresh (recompiles)."""
     clear_entry(path, fn)
     sys.modules.pop(path.stem, None)
-    importlib.invalidate_caches()
     atomic_write(path, source)
-    return import_file(path, path.stem)
+    return import_source(path, path.stem, source)
 
 
 def from_numba_cache(e: BaseException) -> bool:
@@ -194,28 +245,70 @@ def _load(source: str, prefix: str, key: str, cache, always) -> tuple[ModuleType
     name = f"{prefix}_{key}"
     if always_compile(always):
         name += f"_{os.getpid()}_{time.time_ns()}"
-    path = cache_dir(cache) / f"{name}.py"
     mod = sys.modules.get(name)
-    if mod is None:
-        try:
-            old = path.read_bytes()
-        except FileNotFoundError:
-            old = None
+    if mod is not None:
+        # (imported from another cache directory earlier in this process: report that file)
+        return mod, Path(getattr(mod, "__file__", None) or resolve_cache_path(cache) / name)
+    path = cache_dir(cache) / f"{name}.py"
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    except OSError as e:  # e.g. a directory in the entry's place
+        warn_corrupt(path, f"it cannot be read ({type(e).__name__}: {e.strerror or e})")
+        _remove(path)
+        old = None
+    try:
         if old is None:
             atomic_write(path, source, replace=False)
         elif old != source.encode():  # truncated, half-written or tampered with
             warn_corrupt(path, "its source differs from the rendered graph")
             clear_entry(path)
             atomic_write(path, source)
+    except OSError as e:  # disk full, read-only file system
+        return _in_memory(source, name, f"{type(e).__name__}: {e.strerror or e}"), path
+    try:
+        mod = import_source(path, name, source)
+    except Exception as e:  # e.g. Numba's cache files for it cannot be set up
+        warn_corrupt(path, f"importing it failed ({type(e).__name__}: {e})")
+        mod = reload(path, source)
+    return mod, path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
         try:
-            mod = import_file(path, name)
-        except Exception as e:  # e.g. a corrupt .pyc next to it
-            warn_corrupt(path, f"importing it failed ({type(e).__name__}: {e})")
-            mod = reload(path, source)
-    # (the module may come from sys.modules, imported from another cache directory earlier in
-    # this process: report the file it really came from)
-    return mod, Path(getattr(mod, "__file__", None) or path)
+            path.unlink()
+        except OSError:
+            pass
 
 
-__all__ = ["cache_dir", "always_compile", "versions", "files_digest", "key", "atomic_write",
-           "import_file", "warn_corrupt", "clear_entry", "reload", "from_numba_cache", "load"]
+def entries(path: str | os.PathLike | None = None) -> list[Path]:
+    """rnncomp's own files in a cache directory: generated modules and what Python and Numba
+    keep for them in __pycache__ (nothing else that happens to be in the folder)."""
+    d = resolve_cache_path(path)
+    pats = ("rnncomp_k_*", "rnncomp_cuda_*")
+    found = [f for pat in pats for f in d.glob(pat)]
+    pyc = d / "__pycache__"
+    if pyc.is_dir() and not pyc.is_symlink():
+        found += [f for pat in pats for f in pyc.glob(pat)]
+    return sorted(set(found))
+
+
+def clear(path: str | os.PathLike | None = None) -> tuple[int, int]:
+    """Remove rnncomp's entries from the cache directory; returns (files removed, bytes)."""
+    n = total = 0
+    for f in entries(path):
+        try:
+            total += f.lstat().st_size
+        except OSError:
+            continue
+        _remove(f)
+        n += 1
+    return n, total
+
+
+__all__ = ["resolve_cache_path", "cache_dir", "entries", "clear", "always_compile", "versions", "files_digest", "key", "atomic_write",
+           "import_source", "import_file", "warn_corrupt", "clear_entry", "reload", "from_numba_cache", "load"]

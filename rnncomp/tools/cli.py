@@ -633,9 +633,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # cache
 # ---------------------------------------------------------------------------------------------
 def cache_dir() -> Path:
-    """RNNCOMP_CACHE_DIR, or ~/.cache/rnncomp."""
-    env = os.environ.get("RNNCOMP_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "rnncomp"
+    """RNNCOMP_CACHE_DIR, or ~/.cache/rnncomp (the compiler's own resolution)."""
+    from ..runtime.kernel_cache import resolve_cache_path
+
+    return resolve_cache_path()
 
 
 def _size(path: Path) -> int:
@@ -661,39 +662,30 @@ def _human(n: int) -> str:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
+    from ..runtime import kernel_cache
+
     d = cache_dir()
+    if d.exists() and not d.is_dir():
+        raise CLIError(f"cache directory {d} is not a directory")
     if args.action == "info":
         if not d.exists():
             print(f"cache directory: {d} (does not exist yet)")
             print("entries: 0")
             print("size: 0 B")
             return 0
-        entries = sorted(d.iterdir())
-        total = sum(_size(p) for p in entries)
+        files = kernel_cache.entries(d)
+        total = sum(_size(p) for p in files)
         print(f"cache directory: {d}")
-        print(f"entries: {len(entries)}")
+        print(f"entries: {sum(1 for p in files if p.suffix == '.py')} kernel modules "
+              f"({len(files)} files)")
         print(f"size: {_human(total)} ({total} bytes)")
         return 0
-    # clear
-    resolved = d.resolve()
-    if resolved in (Path("/").resolve(), Path.home().resolve()):
-        raise CLIError(f"refusing to clear {resolved}: RNNCOMP_CACHE_DIR points at the file-system "
-                       f"root or your home directory")
+    # clear: only rnncomp's own entries, whatever else the folder holds
     if not d.exists():
         print(f"cache directory {d} does not exist; nothing to clear")
         return 0
-    if not d.is_dir():
-        raise CLIError(f"cache directory {d} is not a directory")
-    n = 0
-    total = 0
-    for p in sorted(d.iterdir()):
-        total += _size(p)
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
-        n += 1
-    print(f"cleared {d}: removed {n} entr{'y' if n == 1 else 'ies'} ({_human(total)})")
+    n, total = kernel_cache.clear(d)
+    print(f"cleared {d}: removed {n} file{'' if n == 1 else 's'} ({_human(total)})")
     return 0
 
 

@@ -336,14 +336,15 @@ def test_cache_info_and_clear(tmp_path):
     out = ok("cache", "info", env=env)
     assert str(d) in out and "entries: 0" in out and "does not exist" in out
     d.mkdir()
-    (d / "a.py").write_text("x" * 100)
-    (d / "sub").mkdir()
-    (d / "sub" / "b.nbi").write_bytes(b"y" * 2000)
+    (d / "rnncomp_k_0123.py").write_text("x" * 100)
+    (d / "__pycache__").mkdir()
+    (d / "__pycache__" / "rnncomp_k_0123.kernel-1.py311.nbi").write_bytes(b"y" * 2000)
+    (d / "notes.txt").write_text("the user's own file")  # not rnncomp's: never touched
     out = ok("cache", "info", env=env)
-    assert "entries: 2" in out and "2100 bytes" in out
+    assert "entries: 1 kernel modules (2 files)" in out and "2100 bytes" in out
     out = ok("cache", "clear", env=env)
-    assert "removed 2 entries" in out
-    assert d.is_dir() and list(d.iterdir()) == []
+    assert "removed 2 files" in out
+    assert sorted(p.name for p in d.rglob("*")) == ["__pycache__", "notes.txt"]
     assert "entries: 0" in ok("cache", "info", env=env)
 
 
@@ -352,9 +353,20 @@ def test_cache_default_dir(tmp_path):
     assert str(tmp_path / ".cache" / "rnncomp") in out
 
 
-def test_cache_refuses_home(tmp_path):
-    msg = fails("cache", "clear", env={"HOME": str(tmp_path), "RNNCOMP_CACHE_DIR": str(tmp_path)})
-    assert "refusing" in msg
+def test_cache_clear_touches_only_rnncomp_files(tmp_path):
+    """RNNCOMP_CACHE_DIR pointing at a folder of other files (here: HOME) loses none of them."""
+    (tmp_path / "thesis.tex").write_text("years of work")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("print(1)")
+    out = ok("cache", "clear", env={"HOME": str(tmp_path), "RNNCOMP_CACHE_DIR": str(tmp_path)})
+    assert "removed 0 files" in out
+    assert (tmp_path / "thesis.tex").read_text() == "years of work"
+    assert (tmp_path / "src" / "main.py").exists()
+
+
+def test_cache_dir_tilde_is_expanded_like_the_compiler(tmp_path):
+    out = ok("cache", "info", env={"HOME": str(tmp_path), "RNNCOMP_CACHE_DIR": "~/kc"})
+    assert str(tmp_path / "kc") in out
 
 
 # --- the installed console script ------------------------------------------------------------
