@@ -112,7 +112,7 @@ _MOVED = {
     "interp": "runtime.interp", "compiler": "runtime.compiler", "model": "runtime.model",
     "grad": "runtime.grad",
     "optim": "train.optim", "checkpoint": "train.checkpoint", "data": "train.data",
-    "cli": "tools.cli", "viz": "tools.viz", "convert": "tools.convert",
+    "cli": "tools.cli", "viz": "tools.viz", "convert": "tools.convert", "onnx": "tools.onnx",
 }
 
 

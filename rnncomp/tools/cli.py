@@ -5,6 +5,7 @@
     rnncomp inspect examples/models.py:lstm --format svg -o lstm.svg
     rnncomp inspect examples/models.py:lstm --source cpu
     rnncomp run examples/models.py:gru --batch 8 --time 20 --backend cpu --repeat 5
+    rnncomp export examples/models.py:lstm --format onnx -o lstm.onnx --check
     rnncomp bench -- --help
     rnncomp cache info
 
@@ -608,6 +609,94 @@ def _compile_for_run(make: Callable[[], Any], backend: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+def _load_params(path: str, model: Any) -> dict[str, np.ndarray]:
+    """Parameters from an rnncomp checkpoint, or from a plain .npz of arrays by name."""
+    from ..train import checkpoint
+
+    try:
+        return checkpoint.load(path).params
+    except FileNotFoundError as e:
+        raise CLIError(f"--params: {_one_line(e)}") from e
+    except checkpoint.CheckpointError as e:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                params = {k: data[k] for k in data.files}
+        except Exception:
+            raise CLIError(f"--params: {_one_line(e)}") from e
+        if not any(k in model.param_specs for k in params):
+            raise CLIError(f"--params: {path!r} is neither an rnncomp checkpoint nor an .npz "
+                           f"of this model's parameters ({_one_line(e)})") from e
+        return params
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..runtime.model import Model
+
+    obj = load_model(args.model, _parse_kwargs(args.kwarg))
+    if not isinstance(obj, Model):
+        raise CLIError(f"export: {args.model} is a bare Graph; export needs an rnncomp.Model "
+                       f"(its parameters, input and output names)")
+    fmt = args.format
+    if fmt is None:
+        fmt = "onnx" if args.output.endswith(".onnx") else None
+    if fmt != "onnx":
+        raise CLIError(f"export: give --format onnx (the one format so far), received "
+                       f"{args.format!r}")
+    try:
+        from . import onnx as onnx_export
+
+        onnx_export._import_onnx()
+    except ImportError as e:
+        raise NotAvailable(f"ONNX export: {_one_line(e)}") from e
+    if args.params:
+        params = _load_params(args.params, obj)
+        source = args.params
+    else:
+        params = obj.init(seed=args.seed)
+        source = f"fresh initialization, seed {args.seed}; pass --params CHECKPOINT for trained " \
+                 f"weights"
+    try:
+        proto = onnx_export.export(obj, params, args.output, native=args.native)
+    except ValueError as e:  # ExportError, UnsupportedOpError, InputError on the params
+        raise CLIError(f"export: {_one_line(e)}") from e
+    g = proto.graph
+
+    def typed(v) -> str:
+        t = v.type.tensor_type
+        elem = {1: "f32", 11: "f64", 6: "i32", 7: "i64", 9: "bool"}.get(t.elem_type, "?")
+        dims = ",".join(d.dim_param or str(d.dim_value) for d in t.shape.dim)
+        return f"{v.name}: {elem}[{dims}]"
+
+    props = {p.key: p.value for p in proto.metadata_props}
+    loops = [f"{k}" for k in props.get("rnncomp.native_ops", "").split(",") if k]
+    if props.get("rnncomp.scan_ops", "0") != "0":
+        loops.append(f"Scan x{props['rnncomp.scan_ops']}")
+    print(f"wrote {args.output} (ONNX opset {onnx_export.OPSET}, {len(g.node)} nodes; "
+          f"recurrences: {', '.join(loops) or 'none'})")
+    print(f"parameters: {source}")
+    print("inputs:")
+    for v in g.input:
+        print(f"  {typed(v)}")
+    print("outputs:")
+    for v in g.output:
+        print(f"  {typed(v)}")
+    if args.check:
+        rng = np.random.default_rng(args.seed)
+        inputs = _random_inputs(obj, obj.graph, {"B": args.batch, "T": args.time}, rng)
+        try:
+            err = onnx_export.check(obj, params, args.output, inputs, atol=args.atol)
+        except ImportError as e:
+            raise NotAvailable(f"--check: {_one_line(e)}") from e
+        except ValueError as e:
+            raise CLIError(f"--check: {_one_line(e)}") from e
+        print(f"check: ONNX Runtime matches rnncomp's interpreter (max abs difference "
+              f"{err:.3g} <= {args.atol:g}; B={args.batch}, T={args.time})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # bench
 # ---------------------------------------------------------------------------------------------
 def _bench_script() -> Path | None:
@@ -759,6 +848,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--training", action="store_true", help="training mode (dropout active)")
     run.add_argument("--save", metavar="FILE.npz", help="save the outputs to an .npz file")
     run.set_defaults(func=cmd_run)
+
+    exp = sub.add_parser(
+        "export", help="write a model as an ONNX file (ONNX Runtime, TensorRT, OpenVINO...)",
+        description="Export MODEL with its parameters (a checkpoint, or a fresh initialization) "
+                    "as an ONNX file whose inputs and outputs carry the model's names, with "
+                    "dynamic batch and time axes. Needs `pip install rnncomp[onnx]`.",
+        epilog="Built-in cells become ONNX RNN/LSTM/GRU where they match exactly, anything else "
+               "an ONNX Scan of the cell's ops (see docs/deployment.md).")
+    model_args(exp)
+    exp.add_argument("--format", choices=("onnx",), default=None,
+                     help="output format (default: from the -o suffix; onnx)")
+    exp.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write")
+    exp.add_argument("--params", metavar="CHECKPOINT",
+                     help="parameters: an rnncomp checkpoint or an .npz of arrays by name "
+                          "(default: a fresh initialization from --seed)")
+    exp.add_argument("--seed", type=int, default=0,
+                     help="seed of the fresh parameters and of the --check inputs")
+    exp.add_argument("--no-native", dest="native", action="store_false",
+                     help="export every recurrence as an ONNX Scan (no native RNN/LSTM/GRU)")
+    exp.add_argument("--check", action="store_true",
+                     help="run the file in ONNX Runtime on random inputs and compare with "
+                          "rnncomp's interpreter")
+    exp.add_argument("--atol", type=float, default=1e-5,
+                     help="largest absolute difference --check accepts (default 1e-5)")
+    exp.add_argument("--batch", type=int, default=4, help="B for --check (default 4)")
+    exp.add_argument("--time", type=int, default=10, help="T for --check (default 10)")
+    exp.set_defaults(func=cmd_export)
 
     bench = sub.add_parser(
         "bench", help="run the CPU benchmarks (bench/bench_cpu.py); arguments pass through",
