@@ -15,7 +15,7 @@ from ..ir import ops
 from ..ir.dtypes import DType, as_dtype
 from ..ir.graph import Node, Op, shape_str
 from ..ir.ops import ShapeError
-from .trace import current
+from .trace import TraceError, current
 
 Array = Node
 
@@ -322,12 +322,34 @@ def seed_input() -> Node:
     return current().implicit_input("@seed", DType.i64)
 
 
+def example_offset_input() -> Node:
+    """The global index of the batch's first example (i64 scalar input "@example_offset",
+    default 0): a data-parallel rank running examples [k, k + b) of a larger batch passes k."""
+    return current().implicit_input("@example_offset", DType.i64)
+
+
 def random_uniform_like(x: Node) -> Node:
-    """Uniform [0, 1) numbers of x's shape; a new site per call, a new draw per step and seed."""
+    """Uniform [0, 1) numbers of x's shape; a new site per call, a new draw per step and seed.
+
+    When the leading axis is the batch (`B`), the numbers of example b are those of global
+    example `@example_offset + b`: a shard of a batch draws what the whole batch draws there.
+    """
     ctx = current()
     ctx.random_sites += 1
-    return ops.make(Op.RANDOM_UNIFORM, x, seed_input(), ctx.step(), site=ctx.random_sites,
-                    dtype=x.dtype)
+    extra = []
+    if x.shape and x.shape[0] == "B":
+        static = 1  # elements per example: static dims folded, symbolic ones read at run time
+        offset = example_offset_input()
+        for k, d in enumerate(x.shape[1:], start=1):
+            if isinstance(d, int):
+                static *= d
+            else:
+                offset = ops.mul(offset, ops.make(Op.DIMSIZE, x, axis=k, dtype=DType.i64))
+        if static != 1:
+            offset = ops.mul(offset, ops.const(static, DType.i64))
+        extra = [offset]
+    return ops.make(Op.RANDOM_UNIFORM, x, seed_input(), ctx.step(), *extra,
+                    site=ctx.random_sites, dtype=x.dtype)
 
 
 def dropout(x: Node, keep_prob: float, training: Node | bool | None = None) -> Node:
@@ -370,6 +392,21 @@ def _install_operators() -> None:
     Node.__gt__ = lambda a, b: greater(a, b)
     Node.__ge__ = lambda a, b: greater_equal(a, b)
     Node.T = property(lambda a: transpose(a))
+    # A traced value has no Python value yet: `if x > 0:`, `while`, `and`/`or`, int(x) would
+    # silently take one branch for every input (JAX raises here too).
+    Node.__bool__ = lambda a: _no_python_value(a, "bool()/if/while/and/or",
+                                                "rc.where(cond, a, b) to choose per element, "
+                                                "or a scan for data-dependent loops")
+    Node.__int__ = lambda a: _no_python_value(a, "int()", "rc.cast(x, 'i32')")
+    Node.__index__ = lambda a: _no_python_value(a, "an index or size", "rc.take / rc.gather")
+    Node.__float__ = lambda a: _no_python_value(a, "float()", "rc.cast(x, 'f32')")
+    Node.__complex__ = lambda a: _no_python_value(a, "complex()", "real-valued ops")
+
+
+def _no_python_value(a: Node, use: str, instead: str):
+    raise TraceError(f"a traced value ({a.dtype}[{shape_str(a.shape)}], op {a.op.value}) has no "
+                     f"Python value while the model is traced, so it cannot be used as {use}; "
+                     f"use {instead}")
 
 
 _install_operators()
