@@ -6,7 +6,7 @@ This machine's Numba has no SVML (``numba -s``: "SVML Operational: False").
 Without a vector math library LLVM cannot vectorize a loop that calls
 ``math.tanh`` / ``np.tanh`` / ``np.exp`` / ``math.exp``: every element becomes
 a scalar libm call (measured: tanh ~87x, exp ~10-20x slower than the forms
-below, see ``bench/proto_cpu_rnn.py --fastmath`` and docs/design-cpu-kernels.md).
+below, see docs/design-cpu-kernels.md, finding 1).
 
 Everything here is built only from operations LLVM vectorizes on x86
 (fmul/fadd/fma, fdiv, compares+select, fabs, bitcast, integer add/shift), so a

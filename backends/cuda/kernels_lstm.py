@@ -12,7 +12,7 @@ sequence_length) in two steps:
    each forget_bias candidate (the body's float constants). Only an exact semantic match is
    accepted, so a custom cell that merely looks like an LSTM keeps the generic path.
 
-`run_persistent` then launches the persistent forward kernel of backends/cuda/proto_kernels.py
+`run_persistent` then launches the persistent forward kernel of backends/cuda/persistent.py
 (grid = H / U blocks, clamped to the co-resident limit by the planner, one grid.sync per step)
 instead of T x (GEMM + fused kernel). It applies to float32 graphs, batch <= persistent_max_batch
 (16) under persistent="auto", when the shared-memory plan fits; otherwise the generic path runs.
@@ -136,7 +136,7 @@ def run_persistent(exe, m: dict, n: Node, ins: list, steps: int, carries: list,
     (the caller then runs the generic path)."""
     if exe.persistent is False:
         return False
-    from . import proto_kernels as pk
+    from . import persistent as pk
 
     xp = exe.xp
     X = ins[2]

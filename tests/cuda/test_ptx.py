@@ -1,4 +1,4 @@
-"""Compile every prototype CUDA kernel to sm_90 PTX without a GPU, and check ptxas's report.
+"""Compile the persistent LSTM kernels to sm_90 PTX without a GPU, and check ptxas's report.
 
 Needs numba-cuda with NVVM (pip: ``numba-cuda[cu13]``); skipped otherwise.  The ptxas part needs
 a ptxas at least as new as NVVM (pip: ``nvidia-cuda-nvcc`` of the same CUDA minor as
@@ -33,7 +33,7 @@ except Exception as exc:  # pragma: no cover
 if not compat.nvvm_available():
     pytest.skip("NVVM not available (pip install 'numba-cuda[cu13]')", allow_module_level=True)
 
-from rnncomp.backends.cuda import proto_kernels as pk  # noqa: E402
+from rnncomp.backends.cuda import persistent as pk  # noqa: E402
 
 CC = (9, 0)
 NT = 256
@@ -43,16 +43,14 @@ _ptx_cache: dict = {}
 
 
 def _kernels():
-    """(label, python function, signature, recurrent?) for every prototype kernel."""
+    """(label, python function, signature) for every persistent kernel."""
     sigs = pk.signatures()
     out = []
     for B in (1, 8):
         _, f = pk.make_persistent_fwd(B, NT, use_shfl=True)
-        out.append((f"lstm_fwd_persistent_B{B}", f, sigs["lstm_fwd_persistent"], True))
+        out.append((f"lstm_fwd_persistent_B{B}", f, sigs["lstm_fwd_persistent"]))
         _, b = pk.make_persistent_bwd(B, NT, use_shfl=True)
-        out.append((f"lstm_bwd_persistent_B{B}", b, sigs["lstm_bwd_persistent"], True))
-    for name, f in pk.PY_FUNCS.items():
-        out.append((name, f, sigs[name], False))
+        out.append((f"lstm_bwd_persistent_B{B}", b, sigs["lstm_bwd_persistent"]))
     return out
 
 
@@ -67,17 +65,16 @@ def _ptx(label, fn, sig):
     return _ptx_cache[label]
 
 
-@pytest.mark.parametrize("label,fn,sig,recurrent", KERNELS, ids=IDS)
-def test_compiles_to_sm90_ptx(label, fn, sig, recurrent):
+@pytest.mark.parametrize("label,fn,sig", KERNELS, ids=IDS)
+def test_compiles_to_sm90_ptx(label, fn, sig):
     ptx = _ptx(label, fn, sig)
     assert ".target sm_90" in ptx
     assert ".entry" in ptx
     # float32 throughout: no double-precision arithmetic slipped in through untyped constants
     assert not re.search(r"\b(add|mul|fma|sub|div)\.(rn\.)?f64\b", ptx), label
     assert "cvt.f64.f32" not in ptx and "cvt.rn.f32.f64" not in ptx, label
-    if recurrent:
-        assert "cudaCGSynchronize" in ptx  # grid.sync() between steps
-        assert "shfl.sync" in ptx  # warp-shuffle reductions on hardware
+    assert "cudaCGSynchronize" in ptx  # grid.sync() between steps
+    assert "shfl.sync" in ptx  # warp-shuffle reductions on hardware
 
 
 def _ptxas_report(ptx: str, tmp_path: Path):
@@ -102,17 +99,16 @@ def _ptxas_report(ptx: str, tmp_path: Path):
                 smem=max(smem or [0]), text=text)
 
 
-@pytest.mark.parametrize("label,fn,sig,recurrent", KERNELS, ids=IDS)
-def test_ptxas_registers_and_no_spills(label, fn, sig, recurrent, tmp_path):
+@pytest.mark.parametrize("label,fn,sig", KERNELS, ids=IDS)
+def test_ptxas_registers_and_no_spills(label, fn, sig, tmp_path):
     rep = _ptxas_report(_ptx(label, fn, sig), tmp_path)
     print(f"\n{label}: {rep['regs']} registers, stack {rep['stack']} B, spills {rep['spills']} B,"
           f" static smem {rep['smem']} B")
     assert rep["regs"] <= 255
-    if recurrent:
-        assert rep["spills"] == 0, rep["text"]
-        assert rep["stack"] == 0, rep["text"]  # acc[B] promoted to registers, no local memory
-        # one NT-thread block must fit an SM's register file (persistent grid: 1 block per SM)
-        assert rep["regs"] * NT <= REGS_PER_SM
+    assert rep["spills"] == 0, rep["text"]
+    assert rep["stack"] == 0, rep["text"]  # acc[B] promoted to registers, no local memory
+    # one NT-thread block must fit an SM's register file (persistent grid: 1 block per SM)
+    assert rep["regs"] * NT <= REGS_PER_SM
 
 
 def test_row_stack_shim_makes_compile_work_on_numpy_without_row_stack():

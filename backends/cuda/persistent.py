@@ -1,7 +1,15 @@
-"""Prototype numba-cuda LSTM kernels (TF1 LSTMCell semantics), forward and BPTT backward.
+"""Persistent cooperative LSTM kernels (forward and backward) and their planner.
 
-Gate layout along the 4H axis is TF1's: i, j, f, o (j is the tanh candidate), forget_bias added
-to f before the sigmoid:
+The small-batch fast path of the CUDA backend: one launch runs a whole LSTM scan, instead of
+T x (cuBLAS GEMM + fused kernel).  `kernels_lstm.run_persistent` plans with `plan_persistent`,
+builds the forward kernel with `make_persistent_fwd` and compiles it with `signatures()`; it
+launches the kernel itself on the executor's stream and buffers.  The backward kernel
+(`make_persistent_bwd`) is verified (simulator, PTX, ptxas) but not yet wired to the autodiff
+graph; backward scans take the generic path.  Design, measurements and open risks:
+docs/design-cuda-kernels.md.
+
+Semantics (TF1 LSTMCell): gate layout along the 4H axis is i, j, f, o (j is the tanh
+candidate), forget_bias added to f before the sigmoid:
 
     z = XW[t] + h_{t-1} @ Wh                      XW[T, B, 4H] = x @ Wx + b, hoisted GEMM
     i, j, f, o = sig(z_i), tanh(z_j), sig(z_f + forget_bias), sig(z_o)
@@ -9,29 +17,28 @@ to f before the sigmoid:
 
 sequence_length: for t >= len[b] the state of instance b is frozen and y[t, b] = 0.
 
-Two strategies (docs/design-cuda-kernels.md):
-
-1. Small batch, *persistent cooperative* kernels: one launch runs all timesteps.  Block `blk`
-   owns hidden units [u0, u0+U), U = H / nblocks, with all 4 gates of those units.
-   - forward: its Wh columns (4U of them, all H rows, stored transposed so lanes read consecutive
-     k) live in shared memory for the whole sequence; per step it stages h_{t-1} (all units,
-     written by every block) from global ``hbuf[t]`` into shared memory, does the 4U x H matvec
-     for every batch row, applies the cell, writes ``hbuf[t+1]`` for its units, ``grid.sync()``.
-   - backward (reverse scan): transposed ownership.  Block owns *rows* [u0, u0+U) of Wh (U x 4H,
-     in shared memory).  The elementwise part for its units needs dh of its units only, which is
-     exactly what its own matvec produced the step before (dh_prev[:, u0:u0+U] = dz @ Wh[u0:u0+U].T),
-     so dh/dc stay in shared memory; only dz is exchanged: each block writes dz[t] for its units'
-     4 gates, ``grid.sync()``, every block stages the whole dz[t] and does its U-row matvec.
-     One grid barrier per step in both directions.  dz[T, B, 4H] is the output that feeds the
-     cuBLAS weight-gradient GEMMs (dWh = hbuf[:T]^T dz, dWx = X^T dz, db = sum dz, dX = dz Wx^T).
-2. Large batch, *stepwise*: the recurrent GEMM is cuBLAS (CuPy), followed by one fused
-   elementwise kernel per step (``lstm_fwd_elem`` / ``lstm_bwd_elem``); the host loop is meant to
-   be captured once into a CUDA graph and replayed.
+Work split: grid = H / U blocks, block `blk` owns hidden units [u0, u0+U), one ``grid.sync()``
+per step in each direction.
+- forward: the block's Wh columns (4U of them, all H rows, stored transposed so lanes read
+  consecutive k) live in shared memory for the whole sequence; per step it stages h_{t-1} (all
+  units, written by every block) from global ``hbuf[t]`` into shared memory, does the 4U x H
+  matvec for every batch row, applies the cell, writes ``hbuf[t+1]`` for its units, syncs the grid.
+- backward (reverse scan): transposed ownership.  The block owns *rows* [u0, u0+U) of Wh (U x 4H,
+  in shared memory).  The cell backward of its units needs dh of its units only, which is
+  exactly what its own matvec produced the step before (dh_prev[:, u0:u0+U] = dz @ Wh[u0:u0+U].T),
+  so dh/dc stay in shared memory; only dz is exchanged: each block writes dz[t] for its units'
+  4 gates, syncs the grid, stages the whole dz[t] and does its U-row matvec.  dz[T, B, 4H] feeds
+  the cuBLAS weight-gradient GEMMs (dWh = hbuf[:T]^T dz, dWx = X^T dz, db = sum dz, dX = dz Wx^T).
 
 Kernels are built by factories so that the batch size B and the block size NT are compile-time
 constants: the per-lane accumulators ``acc[B]`` then unroll into registers.  Warp reductions use
 ``shfl_down_sync`` on hardware; the CUDA simulator has no shuffles, so there a shared-memory
 reduction (with block barriers, hence the uniform per-warp trip counts) is compiled in instead.
+
+Also here: the shared-memory formulas (`fwd_smem_floats`, `bwd_smem_floats`), simple launchers
+that allocate their own buffers (`persistent_forward`, `persistent_backward`; the tests use them)
+and the NumPy reference (`reference_forward`, `reference_backward`, any float dtype), the oracle
+of tests/cuda/test_persistent_sim.py.
 """
 
 from __future__ import annotations
@@ -359,90 +366,9 @@ def make_persistent_bwd(B: int, NT: int = 256, use_shfl: bool | None = None):
     return _cache[key]
 
 
-# --------------------------------------------------------------------------------------------
-# large-batch path: fused elementwise step kernels (one launch per step, after a cuBLAS GEMM)
-# --------------------------------------------------------------------------------------------
-
-
-def _lstm_fwd_elem(t, Zrec, XW, hbuf, cbuf, y, gates, seq_len, forget_bias):
-    """Zrec[B,4H] = hbuf[t] @ Wh (cuBLAS, beta=0).  One thread per (b, j)."""
-    B = Zrec.shape[0]
-    H = hbuf.shape[2]
-    e = cuda.grid(1)
-    if e < B * H:
-        b = e // H
-        j = e - b * H
-        cp = cbuf[t, b, j]
-        if t < seq_len[b]:
-            gi = _sigmoid(Zrec[b, j] + XW[t, b, j])
-            gj = math.tanh(Zrec[b, H + j] + XW[t, b, H + j])
-            gf = _sigmoid(Zrec[b, 2 * H + j] + XW[t, b, 2 * H + j] + forget_bias)
-            go = _sigmoid(Zrec[b, 3 * H + j] + XW[t, b, 3 * H + j])
-            cn = gf * cp + gi * gj
-            hn = go * math.tanh(cn)
-            gates[t, b, j] = gi
-            gates[t, b, H + j] = gj
-            gates[t, b, 2 * H + j] = gf
-            gates[t, b, 3 * H + j] = go
-            y[t, b, j] = hn
-        else:
-            cn = cp
-            hn = hbuf[t, b, j]
-            gates[t, b, j] = F0
-            gates[t, b, H + j] = F0
-            gates[t, b, 2 * H + j] = F0
-            gates[t, b, 3 * H + j] = F0
-            y[t, b, j] = F0
-        cbuf[t + 1, b, j] = cn
-        hbuf[t + 1, b, j] = hn
-
-
-def _lstm_bwd_elem(t, dHrec, dy, gates, cbuf, seq_len, dz, dh_carry, dc_state):
-    """dHrec[B,H] = dz[t+1] @ Wh^T (cuBLAS; = dhT before the first step).
-
-    dh_carry[B,H] carries dh across frozen (masked) steps, where dz = 0 makes the GEMM term 0;
-    dc_state[B,H] is updated in place.  One thread per (b, j).
-    """
-    B = dHrec.shape[0]
-    H = dHrec.shape[1]
-    e = cuda.grid(1)
-    if e < B * H:
-        b = e // H
-        j = e - b * H
-        dh = dHrec[b, j] + dh_carry[b, j]
-        if t < seq_len[b]:
-            dh += dy[t, b, j]
-            dc = dc_state[b, j]
-            gi = gates[t, b, j]
-            gj = gates[t, b, H + j]
-            gf = gates[t, b, 2 * H + j]
-            go = gates[t, b, 3 * H + j]
-            tc = math.tanh(cbuf[t + 1, b, j])
-            dgo = dh * tc
-            dc = dc + dh * go * (F1 - tc * tc)
-            dc_state[b, j] = dc * gf
-            dh_carry[b, j] = F0
-            dz[t, b, j] = dc * gj * gi * (F1 - gi)
-            dz[t, b, H + j] = dc * gi * (F1 - gj * gj)
-            dz[t, b, 2 * H + j] = dc * cbuf[t, b, j] * gf * (F1 - gf)
-            dz[t, b, 3 * H + j] = dgo * go * (F1 - go)
-        else:
-            dh_carry[b, j] = dh
-            dz[t, b, j] = F0
-            dz[t, b, H + j] = F0
-            dz[t, b, 2 * H + j] = F0
-            dz[t, b, 3 * H + j] = F0
-
-
-lstm_fwd_elem = cuda.jit(_lstm_fwd_elem)
-lstm_bwd_elem = cuda.jit(_lstm_bwd_elem)
-
-# Python functions (for cuda.compile_ptx) and their argument types, used by tests/cuda/test_ptx.py.
-PY_FUNCS = {"lstm_fwd_elem": _lstm_fwd_elem, "lstm_bwd_elem": _lstm_bwd_elem}
-
-
 def signatures():
-    """numba signatures for compile_ptx (C-contiguous float32 arrays)."""
+    """numba signatures of the persistent kernels (C-contiguous float32 arrays), for
+    ``kernel.compile`` before a launch and for compile_ptx in tests/cuda/test_ptx.py."""
     from numba import float32, int32, void
 
     a1i = int32[::1]
@@ -451,8 +377,6 @@ def signatures():
     return {
         "lstm_fwd_persistent": void(a3, a2, a3, a3, a3, a3, a1i, float32, int32, int32),
         "lstm_bwd_persistent": void(a3, a2, a2, a2, a3, a3, a1i, a3, a2, a2, int32, int32),
-        "lstm_fwd_elem": void(int32, a2, a3, a3, a3, a3, a3, a1i, float32),
-        "lstm_bwd_elem": void(int32, a2, a3, a3, a3, a1i, a3, a2, a2),
     }
 
 
@@ -477,14 +401,6 @@ def _fill_tail(hbuf, cbuf, T_run):
         cbuf[t].copy_to_device(cbuf[T_run])
 
 
-def choose_units(H: int, max_blocks: int) -> int:
-    """Smallest U dividing H with H // U <= max_blocks (blocks own U hidden units each)."""
-    for U in range(1, H + 1):
-        if H % U == 0 and H // U <= max_blocks:
-            return U
-    return H
-
-
 def _sm_count() -> int:
     if simulator():
         return 1
@@ -497,7 +413,7 @@ def plan_persistent(B: int, H: int, NT: int = 256, units: int | None = None,
 
     Grid = H // U must be co-resident (cooperative launch): at most one block per SM is assumed
     (each block's shared memory is large); returns dict(U, blocks, fwd_smem, bwd_smem) in bytes,
-    or None when the shape does not fit (use the stepwise path then).
+    or None when the shape does not fit (the caller then takes the generic path).
     """
     if simulator():
         U = H if units is None else units
@@ -572,53 +488,8 @@ def persistent_backward(dy, dhT, dcT, Wh, gates, cbuf, seq_len, T_run, NT=256, u
     return dict(dz=dz, dh0=dh0, dc0=dc0)
 
 
-def stepwise_forward(XW, Wh, h0, c0, seq_len, forget_bias, gemm, NT=256, stream=0):
-    """Large-batch forward: per step ``gemm(hbuf[t], Wh, Zrec)`` (cuBLAS in production), then
-    one fused elementwise launch.  ``gemm`` takes device arrays and writes its third argument.
-    All arguments are device arrays (or NumPy, copied).  Returns dict of device arrays."""
-    T, B, H4 = XW.shape
-    H = H4 // 4
-    d = _dev
-    XW, Wh, seq = d(XW), d(Wh), d(np.asarray(seq_len, np.int32))
-    T_run = int(min(T, np.max(seq_len))) if len(seq_len) else 0
-    hbuf = cuda.to_device(np.zeros((T + 1, B, H), np.float32))
-    cbuf = cuda.to_device(np.zeros((T + 1, B, H), np.float32))
-    y = cuda.to_device(np.zeros((T, B, H), np.float32))
-    gates = cuda.to_device(np.zeros((T, B, H4), np.float32))
-    hbuf[0].copy_to_device(d(h0))
-    cbuf[0].copy_to_device(d(c0))
-    Z = cuda.device_array((B, H4), np.float32)
-    nblk = (B * H + NT - 1) // NT
-    for t in range(T_run):
-        gemm(hbuf[t], Wh, Z)
-        lstm_fwd_elem[nblk, NT, stream](np.int32(t), Z, XW, hbuf, cbuf, y, gates, seq,
-                                        np.float32(forget_bias))
-    _fill_tail(hbuf, cbuf, T_run)
-    return dict(y=y, hbuf=hbuf, cbuf=cbuf, gates=gates, T_run=T_run)
-
-
-def stepwise_backward(dy, dhT, dcT, Wh, gates, cbuf, seq_len, T_run, gemm_t, NT=256, stream=0):
-    """Large-batch BPTT: per step one fused elementwise launch, then
-    ``gemm_t(dz[t], Wh, dHrec)`` computing dHrec = dz[t] @ Wh^T.  Returns dz, dh0, dc0."""
-    T, B, H = dy.shape
-    d = _dev
-    dy, Wh, gates, cbuf = d(dy), d(Wh), d(gates), d(cbuf)
-    seq = d(np.asarray(seq_len, np.int32))
-    dz = cuda.to_device(np.zeros((T, B, 4 * H), np.float32))
-    dHrec = cuda.to_device(np.array(dhT, np.float32)) if not _is_dev(dhT) else dhT
-    dc = cuda.to_device(np.array(dcT, np.float32)) if not _is_dev(dcT) else dcT
-    carry = cuda.to_device(np.zeros((B, H), np.float32))
-    nblk = (B * H + NT - 1) // NT
-    for t in range(T_run - 1, -1, -1):
-        lstm_bwd_elem[nblk, NT, stream](np.int32(t), dHrec, dy, gates, cbuf, seq, dz, carry, dc)
-        gemm_t(dz[t], Wh, dHrec)
-    # dh0 = dHrec + carry (one tiny host-visible op; a kernel in production)
-    dh0 = cuda.to_device(dHrec.copy_to_host() + carry.copy_to_host())
-    return dict(dz=dz, dh0=dh0, dc0=dc)
-
-
 # --------------------------------------------------------------------------------------------
-# NumPy reference (any float dtype), the oracle for the prototype tests
+# NumPy reference (any float dtype), the oracle of the simulator tests
 # --------------------------------------------------------------------------------------------
 
 

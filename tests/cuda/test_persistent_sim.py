@@ -1,9 +1,11 @@
-"""Prototype CUDA LSTM kernels on numba's CUDA simulator, against the NumPy reference.
+"""The persistent LSTM kernels (backends/cuda/persistent.py) on numba's CUDA simulator, against
+the NumPy reference.
 
 The simulator runs every thread as a Python thread and its grid.sync() only synchronises one
-block, so the persistent kernels run here with a single block (U = H) at toy sizes; multi-block
-correctness is checked on a GPU by bench/gpu_check_proto.py.  The simulator has no warp shuffles:
-the kernels compile in their shared-memory reduction there (use_shfl=False).
+block, so the persistent kernels run here with a single block (U = H) at toy sizes; the
+multi-block forward with warp shuffles is checked on a GPU by bench/bench_gpu.py (phase 1).  The
+simulator has no warp shuffles: the kernels compile in their shared-memory reduction there
+(use_shfl=False).
 
 The simulator is switched on for this module only (numba reads NUMBA_ENABLE_CUDASIM when
 numba.cuda is first imported), so this file runs in a subprocess when the current process has
@@ -49,7 +51,7 @@ else:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     try:
-        from rnncomp.backends.cuda import proto_kernels as pk
+        from rnncomp.backends.cuda import persistent as pk
     except Exception as exc:  # numba.cuda simulator not importable
         pytest.skip(f"numba.cuda simulator not importable: {exc}", allow_module_level=True)
 
@@ -149,22 +151,3 @@ else:
                                    ref[2], seq)
         assert _rel(bo["dz"].copy_to_host(), rb[0]) < 1e-5
         assert _rel(bo["dh0"].copy_to_host(), rb[1]) < 1e-5
-
-    def _host_gemm(a, b, out):
-        out.copy_to_device(a.copy_to_host() @ b.copy_to_host())
-
-    def _host_gemm_t(a, b, out):
-        out.copy_to_device(a.copy_to_host() @ b.copy_to_host().T)
-
-    def test_stepwise_forward_backward():
-        XW, Wh, h0, c0, seq, dy, dhT, dcT = _inputs(5, seq=(4, 1))
-        X32 = _f32(XW, Wh, h0, c0)
-        out = pk.stepwise_forward(*X32, seq, 1.0, _host_gemm, NT=32)
-        ref = pk.reference_forward(XW, Wh, h0, c0, seq, 1.0)
-        for name, r in zip(["y", "hbuf", "cbuf", "gates"], ref):
-            assert _rel(out[name].copy_to_host(), r) < 1e-5, name
-        bo = pk.stepwise_backward(*_f32(dy, dhT, dcT, Wh), out["gates"], out["cbuf"], seq,
-                                  out["T_run"], _host_gemm_t, NT=32)
-        rb = pk.reference_backward(dy, dhT, dcT, Wh, ref[3], ref[2], seq)
-        for name, r in zip(["dz", "dh0", "dc0"], rb):
-            assert _rel(bo[name].copy_to_host(), r) < 1e-5, name
