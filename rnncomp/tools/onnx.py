@@ -165,7 +165,7 @@ class _Exporter:
         self._counter = itertools.count()
         self.root = _Builder(self)
         self.initializers: list[Any] = []
-        self._init_done: set[str] = set()
+        self._init_done: dict[str, str] = {}
         self.dims: dict[str, str] = {}
         self.dim_source: dict[str, tuple[str, int]] = {}
         self.native_ops: list[str] = []
@@ -193,11 +193,18 @@ class _Exporter:
         return self.helper.make_tensor_value_info(name, _ELEM[dtype], dims)
 
     def initializer(self, name: str, value: np.ndarray) -> str:
+        """A constant tensor of the model (a parameter, by its name unless an input or output
+        of the model has that name)."""
         if name not in self._init_done:
-            self._init_done.add(name)
-            self.reserve(name)
+            actual = self.fresh(name) if name in self._names else self.reserve(name)
+            self._init_done[name] = actual
             self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(value),
-                                                                  name))
+                                                                  actual))
+        return self._init_done[name]
+
+    def new_initializer(self, hint: str, value: np.ndarray) -> str:
+        name = self.fresh(hint)
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
     def dim(self, sym: str) -> str:
@@ -646,7 +653,7 @@ class _NativeCtx:
 
     def init(self, tag: str, scope: str, value: np.ndarray) -> str:
         where = self.plan.scope + scope[len("rnn"):]  # the candidate was traced under "rnn"
-        return self.ex.initializer(self.ex.fresh(f"{where}/onnx_{tag}"), value.astype(np.float32))
+        return self.ex.new_initializer(f"{where}/onnx_{tag}", value.astype(np.float32))
 
     def final_state(self, y_h: str, init: str) -> str:
         """The native ops give zeros as the final state of a length-0 sequence; rnncomp (like
