@@ -103,7 +103,15 @@ def output_names(model: Model) -> list[str]:
                 walk(v, path + [str(k)])
 
     walk(tree, [])
-    return [names.get(k, f"output_{k}") for k in range(n)]
+    out: list[str] = []
+    for k in range(n):  # names are unique ({"a.b": x, "a": {"b": y}} gives "a.b", "a.b_1")
+        name = base = names.get(k, f"output_{k}")
+        j = 0
+        while name in out:
+            j += 1
+            name = f"{base}_{j}"
+        out.append(name)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +306,7 @@ class _Exporter:
 
     def lower_node(self, b: _Builder, n: Node, env: dict[int, Any],
                    static: dict[int, np.ndarray]) -> Any:
-        if id(n) in static and n.op is not Op.INPUT or n.op is Op.INPUT and n.name.startswith("@"):
+        if id(n) in static:  # literals, implicit inputs and what folds from them
             return b.const(static[id(n)], n.dtype.np)
         pick = self.where_pick(n, static)
         if pick is not None:

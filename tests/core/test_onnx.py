@@ -159,6 +159,21 @@ def test_dynamic_batch_and_time(tmp_path, rng):
         assert rc.onnx.check(m, p, path, ins) <= ATOL
 
 
+def test_output_names(tmp_path, rng):
+    def model(X):
+        y = rc.tanh(X)
+        return {"a.b": y, "a": {"b": y * 2.0}, "same": X}   # an input returned as an output too
+
+    m = rc.Model(model, {"X": rc.Input((None, 3))}, name="names")
+    assert rc.onnx.output_names(m) == ["a.b", "a.b_1", "same"]
+    export_and_compare(m, {}, {"X": rng.standard_normal((2, 3)).astype(np.float32)}, tmp_path)
+    single = rc.Model(lambda X: rc.tanh(X), {"X": rc.Input((None, 3))})
+    assert rc.onnx.output_names(single) == ["output"]
+    clash = rc.Model(lambda X: {"X": rc.tanh(X)}, {"X": rc.Input((None, 3))})
+    with pytest.raises(rc.onnx.ExportError, match="'X' is also an input"):
+        rc.onnx.export(clash, {})
+
+
 def test_float64_model_exports_as_scan(tmp_path, rng):
     m = seq_model(lambda: rc.GRUCell(3, reset_after=False), lengths=True, dtype="f64")
     proto = export_and_compare(m, noisy_params(m), seq_inputs(rng, lengths=True, dtype=np.float64),
