@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rnncomp.ir import Graph, pformat
+from rnncomp.ir.ops import take_index_error
 from rnncomp.runtime import kernel_cache
 from rnncomp.runtime.compiler import CompiledGraph
 from rnncomp.transforms.passes import OptimizeResult
@@ -36,6 +37,10 @@ class CompiledCpu(CompiledGraph):
         prepared = self.prepare(args)
         try:
             res = self.fn(*prepared)
+        except IndexError as e:
+            if e.args[:1] != ("rnncomp take",):
+                raise
+            raise take_index_error(e.args[1], e.args[2]) from None
         except Exception as e:
             if not kernel_cache.from_numba_cache(e):
                 raise

@@ -47,9 +47,13 @@ def rowmax(x2):
 @njit(**_JIT)
 def take_last(x2, idx1):
     m = x2.shape[0]
+    n = x2.shape[1]
     out = np.empty(m, x2.dtype)
     for i in range(m):
-        out[i] = x2[i, idx1[i]]
+        k = idx1[i]
+        if k < 0 or k >= n:  # the driver turns this into take_index_error (rnncomp.ir.ops)
+            raise IndexError("rnncomp take", k, n)
+        out[i] = x2[i, k]
     return out
 
 

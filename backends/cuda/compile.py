@@ -38,7 +38,7 @@ ensure_numpy_compat()
 
 from rnncomp.ir import Graph, Node, Op  # noqa: E402
 from rnncomp.ir.context import Context, InputError  # noqa: E402
-from rnncomp.ir.ops import REGISTRY, scan_info  # noqa: E402
+from rnncomp.ir.ops import REGISTRY, scan_info, take_index_error  # noqa: E402
 from rnncomp.runtime import kernel_cache  # noqa: E402
 
 from . import codegen  # noqa: E402
@@ -103,6 +103,7 @@ class CompiledCuda:
         self.persistent_max_batch = 16
         self.use_graphs = os.environ.get("RNNCOMP_CUDA_GRAPHS", "1") != "0"
         self.capture_error: str | None = None
+        self._capturing = False
         self.capture_traceback: str | None = None
         self.lstm = kernels_lstm.find_lstm_scans(self.optimized)
         self.stats = {"graph_replays": 0, "captures": 0, "persistent_runs": 0, "eager_steps": 0}
@@ -302,6 +303,10 @@ class CompiledCuda:
             env[id(n)] = out
         elif op is Op.TAKE:
             x, idx = ins
+            if not self._capturing:  # a check inside a captured graph would need a device sync
+                bad = (idx < 0) | (idx >= x.shape[-1])
+                if bool(bad.any()):
+                    raise take_index_error(int(idx[bad].ravel()[0]), x.shape[-1])
             r = xp.take_along_axis(x, idx.astype(np.int64)[..., None], axis=-1)[..., 0]
             env[id(n)] = r
         elif op is Op.ONE_HOT:
@@ -426,7 +431,11 @@ class CompiledCuda:
             g = self._graphs.get(key)
             if g is None:
                 try:
-                    g = rt.GraphCapture.capture(self.stream, lambda: [step(i) for i in rest])
+                    self._capturing = True
+                    try:
+                        g = rt.GraphCapture.capture(self.stream, lambda: [step(i) for i in rest])
+                    finally:
+                        self._capturing = False
                     self._graphs[key] = g
                     self.stats["captures"] += 1
                 except Exception as e:  # plain launches instead

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .context import InputError
 from .dtypes import DType, as_dtype
 from .graph import Dim, Graph, GroupOp, Node, Op, Shape, intern, shape_str
 
@@ -399,14 +400,17 @@ register(OpDef(Op.WHERE, _where_rule, lambda ctx, attrs, c, a, b: np.asarray(np.
 # ---------------------------------------------------------------------------------------------
 # Counter-based random numbers: identical in NumPy, Numba and CUDA
 # ---------------------------------------------------------------------------------------------
-def hash_uniform_np(seed: int, site: int, step: int, n: int, dtype) -> np.ndarray:
+def hash_uniform_np(seed: int, site: int, step: int, n: int, dtype,
+                    offset: int = 0) -> np.ndarray:
     """Uniform [0, 1) numbers from a 32-bit integer hash of (seed, site, step, element index).
 
     The same arithmetic is rendered into the compiled kernels, so dropout masks agree bit for
     bit between the interpreter and every backend (and are reproducible from the seed alone).
+    `offset` is added to the element index (the global position of a shard's first element,
+    so data-parallel ranks draw exactly the numbers one process draws for the whole batch).
     """
     m = np.uint64(0xFFFFFFFF)
-    idx = np.arange(n, dtype=np.uint64)
+    idx = np.arange(n, dtype=np.uint64) + np.uint64(int(offset) & 0xFFFFFFFFFFFFFFFF)
     s = np.uint64(seed & 0xFFFFFFFF) ^ ((np.uint64((seed >> 32) & 0xFFFFFFFF)
                                          * np.uint64(0x27D4EB2F)) & m)
     h = ((idx * np.uint64(0x9E3779B1)) & m) ^ ((np.uint64(step & 0xFFFFFFFF)
@@ -422,7 +426,12 @@ def hash_uniform_np(seed: int, site: int, step: int, n: int, dtype) -> np.ndarra
 
 
 def _random_rule(inputs, attrs):
-    like, seed, step = inputs
+    like, seed, step = inputs[:3]
+    if len(inputs) == 4 and (inputs[3].shape != () or not inputs[3].dtype.is_int):
+        raise ShapeError(f"random_uniform: the index offset must be an integer scalar, received "
+                         f"{inputs[3].dtype}[{shape_str(inputs[3].shape)}]")
+    if len(inputs) not in (3, 4):
+        raise ShapeError(f"random_uniform: expected 3 or 4 inputs, received {len(inputs)}")
     if seed.shape != () or not seed.dtype.is_int:
         raise ShapeError(f"random_uniform: seed must be an integer scalar, received "
                          f"{seed.dtype}[{shape_str(seed.shape)}]")
@@ -432,14 +441,17 @@ def _random_rule(inputs, attrs):
     return like.shape, as_dtype(attrs.get("dtype", like.dtype))
 
 
-def _random_impl(ctx, attrs, like, seed, step):
+def _random_impl(ctx, attrs, like, seed, step, offset=0):
     n = int(np.prod(like.shape))
-    r = hash_uniform_np(int(seed), int(attrs["site"]), int(step), n, as_dtype(attrs["dtype"]).np)
+    r = hash_uniform_np(int(seed), int(attrs["site"]), int(step), n, as_dtype(attrs["dtype"]).np,
+                        int(offset))
     return r.reshape(like.shape)
 
 
-register(OpDef(Op.RANDOM_UNIFORM, _random_rule, _random_impl, lambda node, ct, *xs: (None,) * 3,
-               doc="uniform [0,1) of the shape of `like`, from (seed, site, step, index)"))
+register(OpDef(Op.RANDOM_UNIFORM, _random_rule, _random_impl,
+               lambda node, ct, *xs: (None,) * len(xs),
+               doc="uniform [0,1) of the shape of `like`, from (seed, site, step, index + the "
+                   "optional offset)"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -726,7 +738,26 @@ def _take_rule(inputs, attrs):
     return tuple(idx.shape), x.dtype
 
 
+class IndexOutOfRange(InputError, IndexError):
+    """An index op (take/gather) met an index outside its axis, on any backend."""
+
+
+def take_index_error(value: int, n: int) -> IndexOutOfRange:
+    """The error every backend raises for a bad take/gather index. The rule, the same on all
+    backends (TF1's): valid indices are 0 <= i < n; negative indices are errors, not wrapped."""
+    return IndexOutOfRange(
+        f"take/gather: index {int(value)} is out of range for an axis of size {n} (valid: 0 to "
+        f"{n - 1}; negative indices are not allowed); check the labels or the computed indices")
+
+
+def check_take_indices(idx: np.ndarray, n: int) -> None:
+    bad = (idx < 0) | (idx >= n)
+    if np.any(bad):
+        raise take_index_error(np.asarray(idx)[bad].flat[0], n)
+
+
 def _take_impl(ctx, attrs, x, idx):
+    check_take_indices(idx, x.shape[-1])
     return np.take_along_axis(x, idx[..., None].astype(np.int64), axis=-1)[..., 0]
 
 
