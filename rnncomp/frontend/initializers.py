@@ -7,7 +7,10 @@ hyperparameters are bound once while shape and dtype are supplied by the layer
 that owns the parameter.  All randomness comes from the ``np.random.Generator``
 passed in, so a seeded generator reproduces the same parameters bit for bit;
 random draws are made in float64 and cast to ``dtype`` at the end so the values
-do not depend on the requested precision beyond rounding.
+do not depend on the requested precision beyond rounding.  That closure is
+written once (``_initializer``): a factory validates its hyperparameters and
+binds them into a small draw function, and the named ``VarianceScaling``
+special cases (``he_normal``, ``glorot_uniform``, ...) are rows of a table.
 
 Fan computation follows TF1 ``_compute_fans``: a 2-D ``[fan_in, fan_out]``
 kernel (e.g. the fused LSTM kernel ``[I + H, 4 H]``) uses its two dimensions
@@ -108,94 +111,82 @@ def compute_fans(shape: tuple[int, ...]) -> tuple[float, float]:
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-def zeros() -> Initializer:
-    """All zeros; the TF1 default for biases (including BasicLSTMCell's bias)."""
+def _initializer(
+    draw: Callable[..., np.ndarray],
+    *,
+    random: bool = True,
+    shape_first: bool = False,
+    shape_rule: Callable[[tuple[int, ...]], None] | None = None,
+) -> Initializer:
+    """The one ``init(shape, dtype, rng)`` closure that every factory below returns.
+
+    A factory only binds its hyperparameters into ``draw``; validation and the
+    dtype policy live here once.  ``random=False`` (the constant family):
+    ``draw(shape, dtype)`` builds the array in any dtype and ``rng`` is ignored.
+    Otherwise the dtype must be floating and ``rng`` a ``Generator``, and
+    ``draw(shape, rng)`` returns float64 values that are cast to ``dtype`` last.
+
+    Which check runs first decides which error a call with two bad arguments
+    gets, and the families have always differed: the plain distributions check
+    dtype and rng before the shape, while the shape-dependent ones
+    (``shape_first=True``) normalise the shape first and apply ``shape_rule``
+    to it before looking at dtype and rng.
+    """
 
     def init(
         shape: tuple[int, ...],
         dtype: npt.DTypeLike = np.float32,
         rng: np.random.Generator | None = None,
     ) -> np.ndarray:
-        return np.zeros(_shape(shape), dtype=dtype)
+        if not random:
+            return draw(_shape(shape), dtype=dtype)
+        if shape_first:
+            shp = _shape(shape)
+            if shape_rule is not None:
+                shape_rule(shp)
+        dt = _float_dtype(dtype)
+        _check_rng(rng)
+        if not shape_first:
+            shp = _shape(shape)
+        return draw(shp, rng).astype(dt)
 
     return init
+
+
+def zeros() -> Initializer:
+    """All zeros; the TF1 default for biases (including BasicLSTMCell's bias)."""
+    return _initializer(np.zeros, random=False)
 
 
 def ones() -> Initializer:
     """All ones, e.g. for layer-norm gains."""
-
-    def init(
-        shape: tuple[int, ...],
-        dtype: npt.DTypeLike = np.float32,
-        rng: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        return np.ones(_shape(shape), dtype=dtype)
-
-    return init
+    return _initializer(np.ones, random=False)
 
 
 def constant(value: float) -> Initializer:
     """Every element equal to ``value`` (cast to the requested dtype)."""
-
-    def init(
-        shape: tuple[int, ...],
-        dtype: npt.DTypeLike = np.float32,
-        rng: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        return np.full(_shape(shape), value, dtype=dtype)
-
-    return init
+    return _initializer(lambda shp, dtype: np.full(shp, value, dtype=dtype), random=False)
 
 
 def random_uniform(lo: float = -0.05, hi: float = 0.05) -> Initializer:
     """Uniform on ``[lo, hi)``; defaults match TF1 ``random_uniform_initializer``-style use."""
     if not hi > lo:
         raise ValueError(f"random_uniform needs lo < hi, got lo={lo}, hi={hi}")
-
-    def init(
-        shape: tuple[int, ...],
-        dtype: npt.DTypeLike = np.float32,
-        rng: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        dt = _float_dtype(dtype)
-        _check_rng(rng)
-        return rng.uniform(lo, hi, size=_shape(shape)).astype(dt)
-
-    return init
+    return _initializer(lambda shp, rng: rng.uniform(lo, hi, size=shp))
 
 
 def random_normal(std: float = 0.05, mean: float = 0.0) -> Initializer:
     """Untruncated normal with the given ``std`` (and ``mean``)."""
     if std < 0:
         raise ValueError(f"random_normal needs std >= 0, got {std}")
-
-    def init(
-        shape: tuple[int, ...],
-        dtype: npt.DTypeLike = np.float32,
-        rng: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        dt = _float_dtype(dtype)
-        _check_rng(rng)
-        return (mean + std * rng.standard_normal(_shape(shape))).astype(dt)
-
-    return init
+    return _initializer(lambda shp, rng: mean + std * rng.standard_normal(shp))
 
 
 def truncated_normal(std: float = 0.05, mean: float = 0.0) -> Initializer:
     """Normal truncated at two ``std`` (TF semantics: ``std`` is *before* truncation)."""
     if std < 0:
         raise ValueError(f"truncated_normal needs std >= 0, got {std}")
-
-    def init(
-        shape: tuple[int, ...],
-        dtype: npt.DTypeLike = np.float32,
-        rng: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        dt = _float_dtype(dtype)
-        _check_rng(rng)
-        return (mean + std * _truncated_unit_normal(_shape(shape), rng)).astype(dt)
-
-    return init
+    return _initializer(lambda shp, rng: mean + std * _truncated_unit_normal(shp, rng))
 
 
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -221,58 +212,64 @@ def variance_scaling(
     if distribution not in _DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {_DISTRIBUTIONS}, got {distribution!r}")
 
-    def init(
-        shape: tuple[int, ...],
-        dtype: npt.DTypeLike = np.float32,
-        rng: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        shp = _shape(shape)
-        dt = _float_dtype(dtype)
-        _check_rng(rng)
+    def draw(shp: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         fan_in, fan_out = compute_fans(shp)
         n = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2.0}[mode]
         var = scale / max(1.0, n)
         if distribution == "truncated_normal":
             std = math.sqrt(var) / _TRUNCATED_NORMAL_STD
-            out = std * _truncated_unit_normal(shp, rng)
-        elif distribution == "untruncated_normal":
-            out = math.sqrt(var) * rng.standard_normal(shp)
-        else:
-            limit = math.sqrt(3.0 * var)
-            out = rng.uniform(-limit, limit, size=shp)
-        return out.astype(dt)
+            return std * _truncated_unit_normal(shp, rng)
+        if distribution == "untruncated_normal":
+            return math.sqrt(var) * rng.standard_normal(shp)
+        limit = math.sqrt(3.0 * var)
+        return rng.uniform(-limit, limit, size=shp)
 
-    return init
+    return _initializer(draw, shape_first=True)
 
 
-def he_normal() -> Initializer:
-    """He et al. 2015 (TF1 ``he_normal``): truncated normal, variance ``2 / fan_in``."""
-    return variance_scaling(2.0, "fan_in", "truncated_normal")
+# TF1's named special cases of VarianceScaling, as data: name -> (scale, mode,
+# distribution, docstring).  Each becomes a zero-argument factory of that name.
+_VARIANCE_SCALING_PRESETS: dict[str, tuple[float, str, str, str]] = {
+    "he_normal": (2.0, "fan_in", "truncated_normal",
+                  "He et al. 2015 (TF1 ``he_normal``): truncated normal, variance ``2 / fan_in``."),
+    "he_uniform": (2.0, "fan_in", "uniform",
+                   "He uniform (TF1 ``he_uniform``): limit ``sqrt(6 / fan_in)``."),
+    "glorot_uniform": (1.0, "fan_avg", "uniform",
+                       "Glorot/Xavier uniform, TF1's default kernel initializer: limit "
+                       "``sqrt(6/(in+out))``."),
+    "glorot_normal": (1.0, "fan_avg", "truncated_normal",
+                      "Glorot/Xavier normal (TF1): truncated normal, variance "
+                      "``2 / (fan_in + fan_out)``."),
+    "lecun_normal": (1.0, "fan_in", "truncated_normal",
+                     "LeCun normal (TF1): truncated normal, variance ``1 / fan_in``."),
+    "lecun_uniform": (1.0, "fan_in", "uniform",
+                      "LeCun uniform (TF1): limit ``sqrt(3 / fan_in)``."),
+}
 
 
-def he_uniform() -> Initializer:
-    """He uniform (TF1 ``he_uniform``): limit ``sqrt(6 / fan_in)``."""
-    return variance_scaling(2.0, "fan_in", "uniform")
+def _variance_scaling_preset(name: str) -> Callable[[], Initializer]:
+    """The public zero-argument factory for one row of ``_VARIANCE_SCALING_PRESETS``."""
+    scale, mode, distribution, doc = _VARIANCE_SCALING_PRESETS[name]
+
+    def factory() -> Initializer:
+        return variance_scaling(scale, mode, distribution)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = doc
+    return factory
 
 
-def glorot_uniform() -> Initializer:
-    """Glorot/Xavier uniform, TF1's default kernel initializer: limit ``sqrt(6/(in+out))``."""
-    return variance_scaling(1.0, "fan_avg", "uniform")
+he_normal = _variance_scaling_preset("he_normal")
+he_uniform = _variance_scaling_preset("he_uniform")
+glorot_uniform = _variance_scaling_preset("glorot_uniform")
+glorot_normal = _variance_scaling_preset("glorot_normal")
+lecun_normal = _variance_scaling_preset("lecun_normal")
+lecun_uniform = _variance_scaling_preset("lecun_uniform")
 
 
-def glorot_normal() -> Initializer:
-    """Glorot/Xavier normal (TF1): truncated normal, variance ``2 / (fan_in + fan_out)``."""
-    return variance_scaling(1.0, "fan_avg", "truncated_normal")
-
-
-def lecun_normal() -> Initializer:
-    """LeCun normal (TF1): truncated normal, variance ``1 / fan_in``."""
-    return variance_scaling(1.0, "fan_in", "truncated_normal")
-
-
-def lecun_uniform() -> Initializer:
-    """LeCun uniform (TF1): limit ``sqrt(3 / fan_in)``."""
-    return variance_scaling(1.0, "fan_in", "uniform")
+def _rank_at_least_2(shp: tuple[int, ...]) -> None:
+    if len(shp) < 2:
+        raise ValueError(f"orthogonal needs a shape of rank >= 2, got {shp}")
 
 
 def orthogonal(gain: float = 1.0) -> Initializer:
@@ -286,20 +283,11 @@ def orthogonal(gain: float = 1.0) -> Initializer:
     kernel with ``I + H < 4 H``, has orthonormal rows (``Q Q^T = I``).
     """
 
-    def init(
-        shape: tuple[int, ...],
-        dtype: npt.DTypeLike = np.float32,
-        rng: np.random.Generator | None = None,
-    ) -> np.ndarray:
-        shp = _shape(shape)
-        if len(shp) < 2:
-            raise ValueError(f"orthogonal needs a shape of rank >= 2, got {shp}")
-        dt = _float_dtype(dtype)
-        _check_rng(rng)
+    def draw(shp: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
         rows = int(np.prod(shp[:-1]))
         cols = shp[-1]
         if rows == 0 or cols == 0:
-            return np.zeros(shp, dtype=dt)
+            return np.zeros(shp)
         flat = (cols, rows) if rows < cols else (rows, cols)
         a = rng.standard_normal(flat)
         q, r = np.linalg.qr(a, mode="reduced")
@@ -308,9 +296,9 @@ def orthogonal(gain: float = 1.0) -> Initializer:
         q = q * d
         if rows < cols:
             q = q.T
-        return (gain * q).reshape(shp).astype(dt)
+        return (gain * q).reshape(shp)
 
-    return init
+    return _initializer(draw, shape_first=True, shape_rule=_rank_at_least_2)
 
 
 def lstm_bias(

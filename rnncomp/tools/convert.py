@@ -52,11 +52,21 @@ Bias caveats
   TF bias is copied bit-for-bit into ``bias_ih`` and ``from_torch(to_torch(p))``
   reproduces ``p`` exactly.  Use the same ``forget_bias`` in both directions and in
   the cell definition.
+
+Layout tables
+-------------
+Each cell is one record of ``_CELLS``: its TF variables, each given as the PyTorch gate
+blocks it holds (in TF column order) and what they are cut from (the stacked weights,
+the summed biases, or one bias alone).  ``_from_torch`` and ``_to_torch`` read that
+record in either direction, so the six public functions differ only in their
+signatures and docstrings, and validation and error messages are the same code for
+every cell.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -69,12 +79,6 @@ __all__ = [
     "from_torch_rnn",
     "to_torch_rnn",
 ]
-
-# Gate row blocks in PyTorch order and their column position in the TF1 layout.
-# LSTM: torch i, f, g, o  ->  TF i, j(=g), f, o.
-_LSTM_TORCH_TO_TF = (0, 2, 1, 3)  # TF block b takes torch block _LSTM_TORCH_TO_TF[b]
-_LSTM_TF_F = 2  # index of the forget gate block in TF order
-_LSTM_TORCH_F = 1  # index of the forget gate block in torch order
 
 _TORCH_KEY_RE = re.compile(r"^(weight_ih|weight_hh|bias_ih|bias_hh)_l(\d+)$")
 
@@ -291,9 +295,11 @@ def _find_tf_layers(
     )
 
 
-def _get_tf(params: Mapping[str, Any], key: str, expected: str, fn: str) -> np.ndarray:
+def _get_tf(params: Mapping[str, Any], key: str, expected: str, fn: str,
+            why: str = "") -> np.ndarray:
     if key not in params:
-        raise ValueError(f"{fn}: missing key {key!r} (expected {expected})")
+        raise ValueError(f"{fn}: missing key {key!r} (expected {expected})"
+                         + (f"; {why}" if why else ""))
     return _to_numpy(params[key], key)
 
 
@@ -348,6 +354,180 @@ def _use_multi(multi: bool | None, num_layers: int) -> bool:
     return num_layers > 1 if multi is None else bool(multi)
 
 
+# --------------------------------------------------------------------------- layout tables
+
+
+@dataclass(frozen=True)
+class _Var:
+    """One TF variable of a layer, described by the PyTorch gate blocks it holds.
+
+    ``source`` says what the blocks are cut from: ``"w"`` the columns of
+    ``[weight_ih.T; weight_hh.T]`` (a kernel ``[I+H, n*H]``), ``"b"`` the sum
+    ``bias_ih + bias_hh``, ``"b_ih"`` / ``"b_hh"`` that bias alone (a bias
+    ``[n*H]``).  ``blocks`` are torch row blocks in TF column order.  ``note``
+    ends the shape in shape errors (where H comes from); ``why`` ends the
+    missing-key error.
+    """
+
+    name: str
+    source: str
+    blocks: tuple[int, ...]
+    note: str = ""
+    why: str = ""
+
+    def shape_text(self) -> str:
+        n = len(self.blocks)
+        cols = "H" if n == 1 else f"{n}*H"
+        return f"[I+H, {cols}]" if self.source == "w" else f"[{cols}]"
+
+    def shape(self, i: int, h: int) -> tuple[int, ...]:
+        n = len(self.blocks) * h
+        return (i + h, n) if self.source == "w" else (n,)
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """A TF1 cell's variables in terms of the torch module's gate blocks.
+
+    ``variables[0]`` is the kernel that fixes I and H.  ``forget_block`` is the
+    torch block that TF offsets by ``forget_bias`` at run time (see "Bias
+    caveats").  ``hints`` explain TF variables that have no torch equivalent.
+    """
+
+    gates: int
+    variables: tuple[_Var, ...]
+    forget_block: int | None = None
+    hints: Mapping[str, str] = field(default_factory=dict)
+
+
+_PEEPHOLE_HINT = ("peephole weights have no nn.LSTM equivalent (use_peepholes=True cannot "
+                  "be converted to PyTorch)")
+
+_CELLS: dict[str, _Cell] = {
+    # torch i, f, g, o -> TF i, j(=g), f, o
+    "lstm": _Cell(
+        gates=4,
+        variables=(
+            _Var("kernel", "w", (0, 2, 1, 3)),
+            _Var("bias", "b", (0, 2, 1, 3), note=", H = kernel.shape[1] // 4"),
+        ),
+        forget_block=1,
+        hints={**{f"w_{g}_diag": _PEEPHOLE_HINT for g in "ifo"},
+               "projection/kernel": "LSTMCell num_proj projections are not supported"},
+    ),
+    # torch r, z, n -> TF gates r, u(=z) and candidate n; b_hn stays apart (reset_after=True)
+    "gru": _Cell(
+        gates=3,
+        variables=(
+            _Var("gates/kernel", "w", (0, 1)),
+            _Var("gates/bias", "b", (0, 1)),
+            _Var("candidate/kernel", "w", (2,), note=", from gates/kernel"),
+            _Var("candidate/bias", "b_ih", (2,)),
+            _Var("candidate/recurrent_bias", "b_hh", (2,),
+                 why="without it the parameters describe a reset-before GRUCell "
+                     "(reset_after=False), which has no exact nn.GRU equivalent"),
+        ),
+    ),
+    "rnn": _Cell(
+        gates=1,
+        variables=(
+            _Var("kernel", "w", (0,)),
+            _Var("bias", "b", (0,), note=", H = kernel.shape[1]"),
+        ),
+    ),
+}
+
+
+def _blocks(arr: np.ndarray, blocks, h: int) -> np.ndarray:
+    """Gate blocks of width ``h`` along the last axis, in the order given."""
+    return np.concatenate([arr[..., b * h:(b + 1) * h] for b in blocks], axis=-1)
+
+
+def _from_torch(kind: str, sd: Mapping[str, Any], scope: str, num_layers: int | None, cell: str,
+                prefix: str, multi: bool | None, forget_bias: float = 0.0) -> dict[str, np.ndarray]:
+    """``from_torch_<kind>``: cut each TF variable of ``_CELLS[kind]`` out of the torch arrays."""
+    fn = f"from_torch_{kind}"
+    spec = _CELLS[kind]
+    layers, dtype = _read_torch_sd(sd, spec.gates, num_layers, prefix, fn)
+    use_multi = _use_multi(multi, len(layers))
+    if len(layers) > 1 and not use_multi:
+        raise ValueError(f"{fn}: multi=False but the state dict has {len(layers)} layers")
+    out: dict[str, np.ndarray] = {}
+    for k, layer in enumerate(layers):
+        h = layer["w_hh"].shape[1]
+        b_ih = layer["b_ih"].astype(dtype)
+        b_hh = layer["b_hh"].astype(dtype)
+        if spec.forget_block is not None:
+            f = spec.forget_block
+            b_hh[f * h:(f + 1) * h] -= dtype.type(forget_bias)
+        sources = {
+            "w": np.concatenate([layer["w_ih"].T, layer["w_hh"].T], axis=0).astype(dtype),
+            "b": b_ih + b_hh,
+            "b_ih": b_ih,
+            "b_hh": b_hh,
+        }
+        ls = _layer_scope(scope, cell, k, use_multi)
+        for var in spec.variables:
+            out[f"{ls}/{var.name}"] = _out(_blocks(sources[var.source], var.blocks, h), dtype)
+    return out
+
+
+def _to_torch(kind: str, params: Mapping[str, Any], scope: str, cell: str, prefix: str,
+              forget_bias: float = 0.0) -> dict[str, np.ndarray]:
+    """``to_torch_<kind>``: validate the TF variables, then reassemble the torch gate blocks.
+
+    ``bias_ih`` gets every block held by a ``"b"``/``"b_ih"`` variable; ``bias_hh``
+    only the ``"b_hh"`` ones, zero elsewhere except ``forget_bias`` in the forget
+    block.
+    """
+    fn = f"to_torch_{kind}"
+    spec = _CELLS[kind]
+    scopes, _ = _find_tf_layers(params, scope, cell, fn)
+    probe, *rest = spec.variables
+    layers = []
+    for ls in scopes:
+        _check_no_extra(params, ls, {v.name for v in spec.variables}, fn, spec.hints)
+        key = f"{ls}/{probe.name}"
+        arrays = {probe.name: _get_tf(params, key, f"an array of shape {probe.shape_text()}", fn)}
+        i, h = _tf_layer_sizes(arrays[probe.name], key, len(probe.blocks), fn)
+        for var in rest:
+            key, expected = f"{ls}/{var.name}", var.shape(i, h)
+            arr = _get_tf(params, key, f"an array of shape {var.shape_text()} = {list(expected)}",
+                          fn, var.why)
+            _check_shape(arr, key, expected, var.shape_text() + var.note, fn)
+            arrays[var.name] = arr
+        layers.append((arrays, i, h))
+    _check_torch_stack([(i, h) for _, i, h in layers], [f"{ls}/{probe.name}" for ls in scopes],
+                       len(probe.blocks), fn)
+    dtype = _common_dtype([a for arrays, _, _ in layers for a in arrays.values()])
+
+    def torch_array(arrays: dict[str, np.ndarray], sources: tuple[str, ...], h: int):
+        """All torch gate blocks in order, each from the variable of ``sources`` holding it.
+
+        A block no such variable holds (only ever in ``bias_hh``) is zero, or
+        ``forget_bias`` for the forget gate.
+        """
+        parts = []
+        for t in range(spec.gates):
+            var = next((v for v in spec.variables if v.source in sources and t in v.blocks), None)
+            if var is None:
+                fill = forget_bias if t == spec.forget_block else 0.0
+                parts.append(np.full(h, dtype.type(fill), dtype=dtype))
+            else:
+                arr = arrays[var.name].astype(dtype, copy=False)
+                parts.append(_blocks(arr, [var.blocks.index(t)], h))
+        return np.concatenate(parts, axis=-1)
+
+    out: dict[str, np.ndarray] = {}
+    for k, (arrays, i, h) in enumerate(layers):
+        w = torch_array(arrays, ("w",), h)  # [I+H, G*H], columns in torch gate order
+        out[f"{prefix}weight_ih_l{k}"] = _out(w[:i].T, dtype)
+        out[f"{prefix}weight_hh_l{k}"] = _out(w[i:].T, dtype)
+        out[f"{prefix}bias_ih_l{k}"] = _out(torch_array(arrays, ("b", "b_ih"), h), dtype)
+        out[f"{prefix}bias_hh_l{k}"] = _out(torch_array(arrays, ("b_hh",), h), dtype)
+    return out
+
+
 # --------------------------------------------------------------------------- LSTM
 
 
@@ -378,26 +558,7 @@ def from_torch_lstm(
         multi: force (True) or forbid (False) the MultiRNNCell layout; default:
             MultiRNNCell iff more than one layer.
     """
-    fn = "from_torch_lstm"
-    layers, dtype = _read_torch_sd(sd, 4, num_layers, prefix, fn)
-    use_multi = _use_multi(multi, len(layers))
-    if len(layers) > 1 and not use_multi:
-        raise ValueError(f"{fn}: multi=False but the state dict has {len(layers)} layers")
-    out: dict[str, np.ndarray] = {}
-    for k, layer in enumerate(layers):
-        h = layer["w_hh"].shape[1]
-        w = np.concatenate([layer["w_ih"].T, layer["w_hh"].T], axis=0).astype(dtype)
-        blocks = [w[:, b * h:(b + 1) * h] for b in range(4)]
-        kernel = np.concatenate([blocks[t] for t in _LSTM_TORCH_TO_TF], axis=1)
-        b_ih = layer["b_ih"].astype(dtype)
-        b_hh = layer["b_hh"].astype(dtype).copy()
-        b_hh[_LSTM_TORCH_F * h:(_LSTM_TORCH_F + 1) * h] -= dtype.type(forget_bias)
-        bsum = b_ih + b_hh
-        bias = np.concatenate([bsum[t * h:(t + 1) * h] for t in _LSTM_TORCH_TO_TF])
-        ls = _layer_scope(scope, cell, k, use_multi)
-        out[f"{ls}/kernel"] = _out(kernel, dtype)
-        out[f"{ls}/bias"] = _out(bias, dtype)
-    return out
+    return _from_torch("lstm", sd, scope, num_layers, cell, prefix, multi, forget_bias)
 
 
 def to_torch_lstm(
@@ -416,45 +577,7 @@ def to_torch_lstm(
     anyway.  Peephole LSTMs (``w_*_diag``) and projections have no ``nn.LSTM``
     equivalent and raise ValueError.  Returned keys are ``prefix + "weight_ih_l0"`` etc.
     """
-    fn = "to_torch_lstm"
-    scopes, _ = _find_tf_layers(params, scope, cell, fn)
-    hints = {
-        "w_i_diag": "peephole weights have no nn.LSTM equivalent (use_peepholes=True cannot "
-                    "be converted to PyTorch)",
-        "w_f_diag": "peephole weights have no nn.LSTM equivalent (use_peepholes=True cannot "
-                    "be converted to PyTorch)",
-        "w_o_diag": "peephole weights have no nn.LSTM equivalent (use_peepholes=True cannot "
-                    "be converted to PyTorch)",
-        "projection/kernel": "LSTMCell num_proj projections are not supported",
-    }
-    raw = []
-    sizes = []
-    for ls in scopes:
-        _check_no_extra(params, ls, {"kernel", "bias"}, fn, hints)
-        kkey, bkey = f"{ls}/kernel", f"{ls}/bias"
-        kernel = _get_tf(params, kkey, "an array of shape [I+H, 4*H]", fn)
-        i, h = _tf_layer_sizes(kernel, kkey, 4, fn)
-        bias = _get_tf(params, bkey, f"an array of shape [4*H] = [{4 * h}]", fn)
-        _check_shape(bias, bkey, (4 * h,), "[4*H], H = kernel.shape[1] // 4", fn)
-        raw.append((kernel, bias, i, h))
-        sizes.append((i, h))
-    _check_torch_stack(sizes, [f"{ls}/kernel" for ls in scopes], 4, fn)
-    dtype = _common_dtype([a for r in raw for a in r[:2]])
-    out: dict[str, np.ndarray] = {}
-    for k, (kernel, bias, i, h) in enumerate(raw):
-        kernel = kernel.astype(dtype, copy=False)
-        bias = bias.astype(dtype, copy=False)
-        # TF block b holds torch block _LSTM_TORCH_TO_TF[b]; invert.
-        tf_of_torch = [_LSTM_TORCH_TO_TF.index(t) for t in range(4)]
-        kcols = np.concatenate([kernel[:, b * h:(b + 1) * h] for b in tf_of_torch], axis=1)
-        b_ih = np.concatenate([bias[b * h:(b + 1) * h] for b in tf_of_torch])
-        b_hh = np.zeros(4 * h, dtype=dtype)
-        b_hh[_LSTM_TORCH_F * h:(_LSTM_TORCH_F + 1) * h] = dtype.type(forget_bias)
-        out[f"{prefix}weight_ih_l{k}"] = _out(kcols[:i].T, dtype)
-        out[f"{prefix}weight_hh_l{k}"] = _out(kcols[i:].T, dtype)
-        out[f"{prefix}bias_ih_l{k}"] = _out(b_ih, dtype)
-        out[f"{prefix}bias_hh_l{k}"] = _out(b_hh, dtype)
-    return out
+    return _to_torch("lstm", params, scope, cell, prefix, forget_bias)
 
 
 # --------------------------------------------------------------------------- GRU
@@ -477,24 +600,7 @@ def from_torch_gru(
     ``b_in``; ``candidate/recurrent_bias`` = ``b_hn``.  Other arguments as in
     :func:`from_torch_lstm`.
     """
-    fn = "from_torch_gru"
-    layers, dtype = _read_torch_sd(sd, 3, num_layers, prefix, fn)
-    use_multi = _use_multi(multi, len(layers))
-    if len(layers) > 1 and not use_multi:
-        raise ValueError(f"{fn}: multi=False but the state dict has {len(layers)} layers")
-    out: dict[str, np.ndarray] = {}
-    for k, layer in enumerate(layers):
-        h = layer["w_hh"].shape[1]
-        w = np.concatenate([layer["w_ih"].T, layer["w_hh"].T], axis=0).astype(dtype)
-        b_ih = layer["b_ih"].astype(dtype)
-        b_hh = layer["b_hh"].astype(dtype)
-        ls = _layer_scope(scope, cell, k, use_multi)
-        out[f"{ls}/gates/kernel"] = _out(w[:, :2 * h], dtype)
-        out[f"{ls}/gates/bias"] = _out(b_ih[:2 * h] + b_hh[:2 * h], dtype)
-        out[f"{ls}/candidate/kernel"] = _out(w[:, 2 * h:], dtype)
-        out[f"{ls}/candidate/bias"] = _out(b_ih[2 * h:], dtype)
-        out[f"{ls}/candidate/recurrent_bias"] = _out(b_hh[2 * h:], dtype)
-    return out
+    return _from_torch("gru", sd, scope, num_layers, cell, prefix, multi)
 
 
 def to_torch_gru(
@@ -511,47 +617,7 @@ def to_torch_gru(
     ``candidate/recurrent_bias`` (``b_hn``).  A reset-before GRU (no
     ``candidate/recurrent_bias``) has no exact ``nn.GRU`` equivalent: ValueError.
     """
-    fn = "to_torch_gru"
-    scopes, _ = _find_tf_layers(params, scope, cell, fn)
-    allowed = {"gates/kernel", "gates/bias", "candidate/kernel", "candidate/bias",
-               "candidate/recurrent_bias"}
-    raw = []
-    sizes = []
-    for ls in scopes:
-        _check_no_extra(params, ls, allowed, fn)
-        gk_key = f"{ls}/gates/kernel"
-        gk = _get_tf(params, gk_key, "an array of shape [I+H, 2*H]", fn)
-        i, h = _tf_layer_sizes(gk, gk_key, 2, fn)
-        gb = _get_tf(params, f"{ls}/gates/bias", f"an array of shape [2*H] = [{2 * h}]", fn)
-        _check_shape(gb, f"{ls}/gates/bias", (2 * h,), "[2*H]", fn)
-        ck_key = f"{ls}/candidate/kernel"
-        ck = _get_tf(params, ck_key, f"an array of shape [I+H, H] = [{i + h}, {h}]", fn)
-        _check_shape(ck, ck_key, (i + h, h), "[I+H, H], from gates/kernel", fn)
-        cb = _get_tf(params, f"{ls}/candidate/bias", f"an array of shape [H] = [{h}]", fn)
-        _check_shape(cb, f"{ls}/candidate/bias", (h,), "[H]", fn)
-        rb_key = f"{ls}/candidate/recurrent_bias"
-        if rb_key not in params:
-            raise ValueError(
-                f"{fn}: missing key {rb_key!r} (expected an array of shape [H] = [{h}]); "
-                f"without it the parameters describe a reset-before GRUCell "
-                f"(reset_after=False), which has no exact nn.GRU equivalent"
-            )
-        rb = _to_numpy(params[rb_key], rb_key)
-        _check_shape(rb, rb_key, (h,), "[H]", fn)
-        raw.append((gk, gb, ck, cb, rb, i, h))
-        sizes.append((i, h))
-    _check_torch_stack(sizes, [f"{ls}/gates/kernel" for ls in scopes], 2, fn)
-    dtype = _common_dtype([a for r in raw for a in r[:5]])
-    out: dict[str, np.ndarray] = {}
-    for k, (gk, gb, ck, cb, rb, i, h) in enumerate(raw):
-        w = np.concatenate([gk, ck], axis=1).astype(dtype, copy=False)  # [I+H, 3H] r, z, n
-        b_ih = np.concatenate([gb, cb]).astype(dtype, copy=False)
-        b_hh = np.concatenate([np.zeros(2 * h, dtype=dtype), rb.astype(dtype, copy=False)])
-        out[f"{prefix}weight_ih_l{k}"] = _out(w[:i].T, dtype)
-        out[f"{prefix}weight_hh_l{k}"] = _out(w[i:].T, dtype)
-        out[f"{prefix}bias_ih_l{k}"] = _out(b_ih, dtype)
-        out[f"{prefix}bias_hh_l{k}"] = _out(b_hh, dtype)
-    return out
+    return _to_torch("gru", params, scope, cell, prefix)
 
 
 # --------------------------------------------------------------------------- vanilla RNN
@@ -572,19 +638,7 @@ def from_torch_rnn(
     nonlinearity is not part of the state dict: build the cell with the same
     activation.  Other arguments as in :func:`from_torch_lstm`.
     """
-    fn = "from_torch_rnn"
-    layers, dtype = _read_torch_sd(sd, 1, num_layers, prefix, fn)
-    use_multi = _use_multi(multi, len(layers))
-    if len(layers) > 1 and not use_multi:
-        raise ValueError(f"{fn}: multi=False but the state dict has {len(layers)} layers")
-    out: dict[str, np.ndarray] = {}
-    for k, layer in enumerate(layers):
-        kernel = np.concatenate([layer["w_ih"].T, layer["w_hh"].T], axis=0)
-        bias = layer["b_ih"].astype(dtype) + layer["b_hh"].astype(dtype)
-        ls = _layer_scope(scope, cell, k, use_multi)
-        out[f"{ls}/kernel"] = _out(kernel, dtype)
-        out[f"{ls}/bias"] = _out(bias, dtype)
-    return out
+    return _from_torch("rnn", sd, scope, num_layers, cell, prefix, multi)
 
 
 def to_torch_rnn(
@@ -595,25 +649,4 @@ def to_torch_rnn(
     prefix: str = "",
 ) -> dict[str, np.ndarray]:
     """Inverse of :func:`from_torch_rnn`: ``bias_ih`` = TF bias, ``bias_hh`` = 0."""
-    fn = "to_torch_rnn"
-    scopes, _ = _find_tf_layers(params, scope, cell, fn)
-    raw = []
-    sizes = []
-    for ls in scopes:
-        _check_no_extra(params, ls, {"kernel", "bias"}, fn)
-        kkey, bkey = f"{ls}/kernel", f"{ls}/bias"
-        kernel = _get_tf(params, kkey, "an array of shape [I+H, H]", fn)
-        i, h = _tf_layer_sizes(kernel, kkey, 1, fn)
-        bias = _get_tf(params, bkey, f"an array of shape [H] = [{h}]", fn)
-        _check_shape(bias, bkey, (h,), "[H], H = kernel.shape[1]", fn)
-        raw.append((kernel, bias, i, h))
-        sizes.append((i, h))
-    _check_torch_stack(sizes, [f"{ls}/kernel" for ls in scopes], 1, fn)
-    dtype = _common_dtype([a for r in raw for a in r[:2]])
-    out: dict[str, np.ndarray] = {}
-    for k, (kernel, bias, i, h) in enumerate(raw):
-        out[f"{prefix}weight_ih_l{k}"] = _out(kernel[:i].T, dtype)
-        out[f"{prefix}weight_hh_l{k}"] = _out(kernel[i:].T, dtype)
-        out[f"{prefix}bias_ih_l{k}"] = _out(bias, dtype)
-        out[f"{prefix}bias_hh_l{k}"] = _out(np.zeros(h, dtype=dtype), dtype)
-    return out
+    return _to_torch("rnn", params, scope, cell, prefix)

@@ -5,7 +5,9 @@ Optimizer state is itself a flat dict of named NumPy arrays (``"adam/m/<param>"`
 :mod:`rnncomp.train.checkpoint` as plain arrays and restored without pickling.
 ``update`` is purely functional: inputs are never mutated, new dicts and new
 arrays are returned, which makes it safe to keep the previous step around (for
-example to roll back after a NaN loss).
+example to roll back after a NaN loss).  The validation and that bookkeeping are
+written once; :class:`SGD` and :class:`Adam` state only their hyperparameters,
+their per-parameter state slots and the update of one parameter.
 
 Arithmetic is done in each parameter's own dtype, so float32 parameters and
 their state stay float32.  Hyperparameters are plain Python floats, which
@@ -148,7 +150,72 @@ class Optimizer:
         return hash(tuple(sorted(self.config().items())))
 
 
-class SGD(Optimizer):
+def _check_lr(owner: str, lr: float) -> None:
+    if not (isinstance(lr, (int, float)) and lr >= 0.0 and math.isfinite(lr)):
+        raise ValueError(f"{owner} lr must be a finite float >= 0, got {lr!r}")
+
+
+class _SlotOptimizer(Optimizer):
+    """``init``/``update``/``config`` written once for optimizers that are a record.
+
+    A subclass states only what differs: ``name`` (the state-key prefix),
+    ``_hyperparameters`` (the ``config`` keys, in constructor order),
+    ``_slot_names()`` (per-parameter state arrays, kept under
+    ``"<name>/<slot>/<param>"`` next to the 0-d int64 ``"<name>/step"``) and
+    ``_rule`` (one parameter's update).  The validation, purity and key layout
+    then cannot drift apart between optimizers.  Kept apart from
+    :class:`Optimizer` so that the public base class stays abstract.
+    """
+
+    _hyperparameters: tuple[str, ...] = ()
+
+    def _slot_names(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _rule(
+        self, p: np.ndarray, g: np.ndarray, slots: tuple[np.ndarray, ...], t: int
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """``(new_p, new_slots)`` for one parameter at step ``t`` (1 on the first update)."""
+        raise NotImplementedError
+
+    def _slot_keys(self, name: str) -> list[str]:
+        return [f"{self.name}/{slot}/{name}" for slot in self._slot_names()]
+
+    def init(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Zeroed slots for every parameter (see the class docstring) and ``step = 0``."""
+        _check_params(params)
+        state: dict[str, np.ndarray] = {f"{self.name}/step": np.array(0, dtype=np.int64)}
+        for name, p in params.items():
+            for key in self._slot_keys(name):
+                state[key] = np.zeros_like(p)
+        return state
+
+    def update(
+        self,
+        params: Mapping[str, np.ndarray],
+        grads: Mapping[str, np.ndarray],
+        state: Mapping[str, np.ndarray],
+    ) -> tuple[Params, dict[str, np.ndarray]]:
+        """One step; see the class docstring for the formula."""
+        _check_params(params)
+        _check_grads(params, grads)
+        t = _step_of(state, f"{self.name}/step") + 1
+        _check_state(state, [(k, p) for name, p in params.items() for k in self._slot_keys(name)])
+        new_params: Params = {}
+        new_state: dict[str, np.ndarray] = dict(state)
+        for name, p in params.items():
+            keys = self._slot_keys(name)
+            new_params[name], slots = self._rule(p, grads[name], tuple(state[k] for k in keys), t)
+            new_state.update(zip(keys, slots))
+        new_state[f"{self.name}/step"] = np.array(t, dtype=np.int64)
+        return new_params, new_state
+
+    def config(self) -> dict[str, Any]:
+        """Hyperparameters as a JSON-able dict."""
+        return {"name": self.name, **{k: getattr(self, k) for k in self._hyperparameters}}
+
+
+class SGD(_SlotOptimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum.
 
     Same update as TF1 ``MomentumOptimizer`` and ``torch.optim.SGD`` with
@@ -163,10 +230,10 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    _hyperparameters = ("lr", "momentum", "nesterov")
 
     def __init__(self, lr: float, momentum: float = 0.0, nesterov: bool = False) -> None:
-        if not (isinstance(lr, (int, float)) and lr >= 0.0 and math.isfinite(lr)):
-            raise ValueError(f"SGD lr must be a finite float >= 0, got {lr!r}")
+        _check_lr("SGD", lr)
         if not (momentum >= 0.0 and math.isfinite(momentum)):
             raise ValueError(f"SGD momentum must be a finite float >= 0, got {momentum!r}")
         if nesterov and momentum <= 0.0:
@@ -175,56 +242,18 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
-    def _slot(self, name: str) -> str:
-        return f"sgd/momentum/{name}"
+    def _slot_names(self) -> tuple[str, ...]:
+        return ("momentum",) if self.momentum > 0.0 else ()
 
-    def init(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Zero momentum buffers (only if momentum > 0) and ``step = 0``."""
-        _check_params(params)
-        state: dict[str, np.ndarray] = {"sgd/step": np.array(0, dtype=np.int64)}
-        if self.momentum > 0.0:
-            for name, p in params.items():
-                state[self._slot(name)] = np.zeros_like(p)
-        return state
-
-    def update(
-        self,
-        params: Mapping[str, np.ndarray],
-        grads: Mapping[str, np.ndarray],
-        state: Mapping[str, np.ndarray],
-    ) -> tuple[Params, dict[str, np.ndarray]]:
-        """One SGD step; see the class docstring for the formula."""
-        _check_params(params)
-        _check_grads(params, grads)
-        step = _step_of(state, "sgd/step")
-        use_mom = self.momentum > 0.0
-        if use_mom:
-            _check_state(state, [(self._slot(n), p) for n, p in params.items()])
-        new_params: Params = {}
-        new_state: dict[str, np.ndarray] = dict(state)
-        for name, p in params.items():
-            g = grads[name]
-            if use_mom:
-                buf = _arr(self.momentum * state[self._slot(name)] + g, p.dtype)
-                new_state[self._slot(name)] = buf
-                d = g + self.momentum * buf if self.nesterov else buf
-            else:
-                d = g
-            new_params[name] = _arr(p - self.lr * d, p.dtype)
-        new_state["sgd/step"] = np.array(step + 1, dtype=np.int64)
-        return new_params, new_state
-
-    def config(self) -> dict[str, Any]:
-        """Hyperparameters as a JSON-able dict."""
-        return {
-            "name": self.name,
-            "lr": self.lr,
-            "momentum": self.momentum,
-            "nesterov": self.nesterov,
-        }
+    def _rule(self, p, g, slots, t):
+        if not slots:
+            return _arr(p - self.lr * g, p.dtype), ()
+        buf = _arr(self.momentum * slots[0] + g, p.dtype)
+        d = g + self.momentum * buf if self.nesterov else buf
+        return _arr(p - self.lr * d, p.dtype), (buf,)
 
 
-class Adam(Optimizer):
+class Adam(_SlotOptimizer):
     """Adam (Kingma & Ba 2015) with bias correction.
 
     Epsilon placement follows PyTorch / the paper's Algorithm 1, *not* TF1's
@@ -242,12 +271,12 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    _hyperparameters = ("lr", "beta1", "beta2", "eps")
 
     def __init__(
         self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
     ) -> None:
-        if not (isinstance(lr, (int, float)) and lr >= 0.0 and math.isfinite(lr)):
-            raise ValueError(f"Adam lr must be a finite float >= 0, got {lr!r}")
+        _check_lr("Adam", lr)
         for label, b in (("beta1", beta1), ("beta2", beta2)):
             if not 0.0 <= b < 1.0:
                 raise ValueError(f"Adam {label} must be in [0, 1), got {b!r}")
@@ -258,57 +287,19 @@ class Adam(Optimizer):
         self.beta2 = float(beta2)
         self.eps = float(eps)
 
-    def init(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Zero first/second moments for every parameter and ``step = 0``."""
-        _check_params(params)
-        state: dict[str, np.ndarray] = {"adam/step": np.array(0, dtype=np.int64)}
-        for name, p in params.items():
-            state[f"adam/m/{name}"] = np.zeros_like(p)
-            state[f"adam/v/{name}"] = np.zeros_like(p)
-        return state
+    def _slot_names(self) -> tuple[str, ...]:
+        return ("m", "v")
 
-    def update(
-        self,
-        params: Mapping[str, np.ndarray],
-        grads: Mapping[str, np.ndarray],
-        state: Mapping[str, np.ndarray],
-    ) -> tuple[Params, dict[str, np.ndarray]]:
-        """One Adam step; see the class docstring for the formula."""
-        _check_params(params)
-        _check_grads(params, grads)
-        t = _step_of(state, "adam/step") + 1
-        required = []
-        for name, p in params.items():
-            required += [(f"adam/m/{name}", p), (f"adam/v/{name}", p)]
-        _check_state(state, required)
-        bc1 = 1.0 - self.beta1**t
-        bc2 = 1.0 - self.beta2**t
-        new_params: Params = {}
-        new_state: dict[str, np.ndarray] = dict(state)
-        for name, p in params.items():
-            g = grads[name]
-            m = _arr(self.beta1 * state[f"adam/m/{name}"] + (1.0 - self.beta1) * g, p.dtype)
-            v = _arr(self.beta2 * state[f"adam/v/{name}"] + (1.0 - self.beta2) * (g * g), p.dtype)
-            m_hat = m / bc1
-            v_hat = v / bc2
-            new_params[name] = _arr(p - self.lr * m_hat / (np.sqrt(v_hat) + self.eps), p.dtype)
-            new_state[f"adam/m/{name}"] = m
-            new_state[f"adam/v/{name}"] = v
-        new_state["adam/step"] = np.array(t, dtype=np.int64)
-        return new_params, new_state
-
-    def config(self) -> dict[str, Any]:
-        """Hyperparameters as a JSON-able dict."""
-        return {
-            "name": self.name,
-            "lr": self.lr,
-            "beta1": self.beta1,
-            "beta2": self.beta2,
-            "eps": self.eps,
-        }
+    def _rule(self, p, g, slots, t):
+        m, v = slots
+        m = _arr(self.beta1 * m + (1.0 - self.beta1) * g, p.dtype)
+        v = _arr(self.beta2 * v + (1.0 - self.beta2) * (g * g), p.dtype)
+        m_hat = m / (1.0 - self.beta1**t)
+        v_hat = v / (1.0 - self.beta2**t)
+        return _arr(p - self.lr * m_hat / (np.sqrt(v_hat) + self.eps), p.dtype), (m, v)
 
 
-_OPTIMIZERS: dict[str, type[Optimizer]] = {"sgd": SGD, "adam": Adam}
+_OPTIMIZERS: dict[str, type[Optimizer]] = {cls.name: cls for cls in (SGD, Adam)}
 
 
 def from_config(config: Mapping[str, Any]) -> Optimizer:
