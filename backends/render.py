@@ -43,8 +43,9 @@ def render_scalar(n: Node, args: list[str], flat_index: str, *, dtype_names: dic
     if op is Op.BROADCAST:
         return args[0]
     if op is Op.RANDOM_UNIFORM:
+        index = f"({flat_index} + {args[3]})" if len(args) > 3 else flat_index
         return (f"{dtype_names[n.dtype]}(rt.hash_uniform({args[1]}, {n.attr('site')}, "
-                f"{args[2]}, {flat_index}))")
+                f"{args[2]}, {index}))")
     if op in typed_math and n.dtype in (DType.f32, DType.f64):
         return f"{math_prefix}.{typed_math[op]}_{n.dtype.value}({args[0]})"
     tmpl = template(op)

@@ -131,17 +131,20 @@ def run_graph(model: Any, graph: Graph, args: list[np.ndarray], backend: str = "
 def value_and_grad(model: Any, params: Mapping[str, Any], *, wrt: Sequence[str] | None = None,
                    output: int | str | Sequence = 0, training: bool = False, seed: int = 0,
                    backend: str = "interp", check_finite: bool = False,
+                   example_offset: int = 0,
                    **inputs: Any) -> tuple[Any, dict[str, np.ndarray]]:
     """(outputs with the model's structure, {name: d output / d name}) in one run.
 
     The selected output must be a float scalar (the loss). Gradients have the dtype and shape
     of their parameter or input. `training` and `seed` set the dropout mode and masks exactly
     as in `model(...)`, so the gradient is the gradient of the very function that was run.
+    `example_offset`: the global index of the batch's first example (dropout masks are keyed
+    by it; a data-parallel shard passes its start).
     """
     # compiled backends get the forward graph optimized before differentiation
     g = model_grad_graph(model, output, wrt, preoptimize=backend != "interp")
     names = _check_wrt(model, wrt)
-    args = model.arguments(params, inputs, training, seed)
+    args = model.arguments(params, inputs, training, seed, example_offset)
     outs = run_graph(model, g, args, backend, check_finite)
     n_fwd = len(model.graph.outputs)
     fwd = unflatten(model.output_tree, outs[:n_fwd])

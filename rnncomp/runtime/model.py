@@ -62,7 +62,8 @@ class Traced:
 
 def trace(fn: Callable[..., Any], inputs: Mapping[str, Input | tuple], dtype: Any = "f32") -> Traced:
     """Trace fn(**inputs) into a Graph whose inputs are the named inputs, the implicit
-    "@training"/"@seed" inputs if used, then the parameters in creation order."""
+    "@training"/"@seed"/"@example_offset" inputs if used, then the parameters in creation
+    order."""
     dtype = as_dtype(dtype)
     ctx = TraceContext(dtype)
     nodes: dict[str, Node] = {}
@@ -146,8 +147,13 @@ class Model:
 
     # -- inputs -------------------------------------------------------------------------------
     def check_inputs(self, inputs: Mapping[str, Any], training: bool = False,
-                     seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """Validate and convert inputs; returns (arrays by name, bound symbolic dims)."""
+                     seed: int = 0, example_offset: int = 0
+                     ) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """Validate and convert inputs; returns (arrays by name, bound symbolic dims).
+
+        example_offset: the global index of the batch's first example (random numbers of a
+        batch-leading tensor are keyed by it, so a data-parallel shard draws what the whole
+        batch draws for its examples)."""
         unknown = [k for k in inputs if k not in self.input_names]
         if unknown:
             raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}; this model takes "
@@ -163,6 +169,9 @@ class Model:
                 continue
             if name == "@seed":
                 out[name] = np.asarray(int(seed), np.int64)
+                continue
+            if name == "@example_offset":
+                out[name] = np.asarray(int(example_offset), np.int64)
                 continue
             if name not in inputs:
                 raise InputError(f"missing input {name!r}: expected {node.dtype}"
@@ -200,21 +209,23 @@ class Model:
                 raise InputError(f"{chk.input_name!r} (labels): values must be in [0, {depth}), "
                                  f"received {a.flat[k]} at index {k}")
 
-    def arguments(self, params, inputs, training=False, seed=0) -> list[np.ndarray]:
+    def arguments(self, params, inputs, training=False, seed=0,
+                  example_offset=0) -> list[np.ndarray]:
         """Positional arrays for self.graph.inputs, validated."""
-        arrays, _ = self.check_inputs(inputs, training, seed)
+        arrays, _ = self.check_inputs(inputs, training, seed, example_offset)
         p = self.check_params(params)
         return [arrays[n.name] if n.op is Op.INPUT else p[n.name] for n in self.graph.inputs]
 
     # -- running ------------------------------------------------------------------------------
     def __call__(self, params: Mapping[str, Any], *, training: bool = False, seed: int = 0,
-                 backend: str = "interp", check_finite: bool = False, **inputs: Any) -> Any:
+                 backend: str = "interp", check_finite: bool = False, example_offset: int = 0,
+                 **inputs: Any) -> Any:
         return self.run(params, inputs, training=training, seed=seed, backend=backend,
-                        check_finite=check_finite)
+                        check_finite=check_finite, example_offset=example_offset)
 
     def run(self, params, inputs: Mapping[str, Any], *, training: bool = False, seed: int = 0,
-            backend: str = "interp", check_finite: bool = False) -> Any:
-        args = self.arguments(params, inputs, training, seed)
+            backend: str = "interp", check_finite: bool = False, example_offset: int = 0) -> Any:
+        args = self.arguments(params, inputs, training, seed, example_offset)
         if backend == "interp":
             outs = evaluate(self.graph, args, Context(check_finite=check_finite))
         else:
@@ -245,19 +256,22 @@ class Model:
 
     def value_and_grad(self, params: Mapping[str, Any], *, wrt: Any = None, output: Any = 0,
                        training: bool = False, seed: int = 0, backend: str = "interp",
-                       check_finite: bool = False, **inputs: Any) -> tuple[Any, dict]:
+                       check_finite: bool = False, example_offset: int = 0,
+                       **inputs: Any) -> tuple[Any, dict]:
         """(outputs, {name: gradient}) of the scalar output `output`; see rnncomp.runtime.grad."""
         from .grad import value_and_grad
 
         res = value_and_grad(self, params, wrt=wrt, output=output, training=training,
-                             seed=seed, backend=backend, check_finite=check_finite, **inputs)
+                             seed=seed, backend=backend, check_finite=check_finite,
+                             example_offset=example_offset, **inputs)
         if check_finite and backend != "interp" and not _all_finite(
                 flatten(res)[0] + [params[k] for k in self.param_specs if k in params]
                 + [v for k, v in inputs.items() if k in self.input_names]):
             # compiled kernels do not check as they go: rerun on the interpreter, which raises
             # NonFiniteError naming the op and time step
             return self.value_and_grad(params, wrt=wrt, output=output, training=training,
-                                       seed=seed, backend="interp", check_finite=True, **inputs)
+                                       seed=seed, backend="interp", check_finite=True,
+                                       example_offset=example_offset, **inputs)
         return res
 
     def print_backward(self, output: Any = 0, wrt: Any = None) -> str:

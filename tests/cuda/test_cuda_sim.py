@@ -87,7 +87,8 @@ else:
 
     def _args(g, rng, dtype=np.float64, with_len=True, training=True, seed=12345):
         vals = {"X": rng.standard_normal((B, T, I)).astype(dtype), "L": SEQ,
-                "@seed": np.int64(seed), "@training": np.bool_(training)}
+                "@seed": np.int64(seed), "@training": np.bool_(training),
+                "@example_offset": np.int64(3)}
         out = []
         for n in g.inputs:
             if n.name in vals:
