@@ -8,10 +8,11 @@ model the DSL expresses exports, custom cells included. An op with no lowering r
 
 On top of that, a scan whose body is exactly a built-in cell's (BasicRNNCell, BasicLSTMCell,
 LSTMCell with or without peepholes, GRUCell in both forms, MultiRNNCell stacks of them,
-OutputProjectionWrapper) becomes ONNX's native RNN / LSTM / GRU ops. "Exactly" is checked, not
-guessed: a candidate cell is built from the parameter names, traced, and its body must print
-identically to the model's (forget_bias, activations and the GRU form included), so a custom
-cell that merely reuses a built-in's parameter names still exports as a Scan.
+OutputProjectionWrapper, DropoutWrapper at inference) becomes ONNX's native RNN / LSTM / GRU
+ops. "Exactly" is checked, not guessed: a candidate cell is built from the structure of the
+parameters the scan reads, traced, and its body must print identically to the model's
+inference body (forget_bias, activations and the GRU form included), so a custom cell that
+merely has a built-in's parameter names and shapes still exports as a Scan.
 
 The exported model is the inference graph: the `@training` flag is fixed to False (dropout is
 the identity) and `@seed` to 0. Inputs keep the model's names, with symbolic dimensions (B, T,
@@ -157,10 +158,30 @@ _BINARY = {Op.ADD: "Add", Op.SUB: "Sub", Op.MUL: "Mul", Op.DIV: "Div", Op.MAXIMU
 _NO_FOLD = {Op.INPUT, Op.PARAM, Op.PLACEHOLDER, Op.SCAN, Op.ITEM, Op.FUSED, Op.RANDOM_UNIFORM}
 _FOLD_MAX = 4096
 
-# the cells whose scans may become native ONNX ops, by their default scope names
-_NATIVE_SCOPES = ("basic_rnn_cell", "basic_lstm_cell", "lstm_cell", "gru_cell",
-                  "multi_rnn_cell", "output_projection_wrapper")
+# at most this many candidate cells are traced per scan
 _MAX_CANDIDATES = 64
+
+
+def _statics(graph: Graph, known: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+    """Values known at export time: literals, the implicit inputs (at their inference values)
+    and what folds from them (small arrays of static shape); by node id."""
+    out = dict(known)
+    ctx = Context()
+    for n in graph.nodes:
+        if id(n) in out:
+            continue
+        if n.op is Op.CONST:
+            out[id(n)] = REGISTRY[n.op].impl(ctx, dict(n.attrs))
+        elif n.op is Op.INPUT and n.name.startswith("@"):
+            # implicit inputs take their inference values: @training False, @seed 0, ...
+            out[id(n)] = np.zeros([d if isinstance(d, int) else 1 for d in n.shape],
+                                  n.dtype.np)
+        elif (n.op not in _NO_FOLD and n.inputs and all(id(i) in out for i in n.inputs)
+              and n.shape is not None and all(isinstance(d, int) for d in n.shape)
+              and int(np.prod(n.shape)) <= _FOLD_MAX):
+            v = REGISTRY[n.op].impl(ctx, dict(n.attrs), *[out[id(i)] for i in n.inputs])
+            out[id(n)] = np.asarray(v).astype(n.dtype.np)
+    return out
 
 
 class _Exporter:
@@ -232,25 +253,6 @@ class _Exporter:
         return b.op("Concat", parts, axis=0)
 
     # -- static values (the training flag, literals and what folds from them) -----------------
-    def statics(self, graph: Graph, known: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        out = dict(known)
-        ctx = Context()
-        for n in graph.nodes:
-            if id(n) in out:
-                continue
-            if n.op is Op.CONST:
-                out[id(n)] = REGISTRY[n.op].impl(ctx, dict(n.attrs))
-            elif n.op is Op.INPUT and n.name.startswith("@"):
-                # implicit inputs take their inference values: @training False, @seed 0, ...
-                out[id(n)] = np.zeros([d if isinstance(d, int) else 1 for d in n.shape],
-                                      n.dtype.np)
-            elif (n.op not in _NO_FOLD and n.inputs and all(id(i) in out for i in n.inputs)
-                  and n.shape is not None and all(isinstance(d, int) for d in n.shape)
-                  and int(np.prod(n.shape)) <= _FOLD_MAX):
-                v = REGISTRY[n.op].impl(ctx, dict(n.attrs), *[out[id(i)] for i in n.inputs])
-                out[id(n)] = np.asarray(v).astype(n.dtype.np)
-        return out
-
     @staticmethod
     def where_pick(n: Node, static: dict[int, np.ndarray]) -> Node | None:
         """The branch a `where` with a known condition selects (if it has the result's type)."""
@@ -271,10 +273,10 @@ class _Exporter:
             pick = self.where_pick(n, static)
             if pick is not None:
                 return (pick,)
-            if n.op is Op.SCAN and self.plan(n) is not None:
+            if n.op is Op.SCAN and self.plan(n, static) is not None:
                 # a native op reads the carries' initial values, x and the lengths only
                 nc = scan_info(n).n_carry
-                seq = self.plan(n).seq_len
+                seq = self.plan(n, static).seq_len
                 return n.inputs[:nc + 1] + ((seq,) if seq is not None else ())
             return n.inputs
 
@@ -382,7 +384,7 @@ class _Exporter:
         if op is Op.FUSED:
             body: Graph = n.attr("body")
             benv = {id(p): v for p, v in zip(body.inputs, ins)}
-            bstatic = self.statics(body, {id(p): static[id(o)] for p, o in zip(body.inputs,
+            bstatic = _statics(body, {id(p): static[id(o)] for p, o in zip(body.inputs,
                                                                                 n.inputs)
                                           if id(o) in static})
             return self.lower_graph(b, body, benv, bstatic)
@@ -392,16 +394,16 @@ class _Exporter:
         raise UnsupportedOpError(op.value)
 
     # -- scan -> ONNX Scan (or native RNN/LSTM/GRU) -------------------------------------------
-    def plan(self, n: Node) -> _Plan | None:
+    def plan(self, n: Node, static: dict[int, np.ndarray]) -> _Plan | None:
         if not self.native:
             return None
         if id(n) not in self.plans:
-            self.plans[id(n)] = _native_plan(n, self.model.dtype)
+            self.plans[id(n)] = _native_plan(n, self.model.dtype, static)
         return self.plans[id(n)]
 
     def lower_scan(self, b: _Builder, n: Node, ins: list[str],
                    static: dict[int, np.ndarray]) -> list[str]:
-        plan = self.plan(n)
+        plan = self.plan(n, static)
         if plan is not None:
             return self.emit_native(b, n, ins, plan)
         info = scan_info(n)
@@ -441,7 +443,7 @@ class _Exporter:
                 known[id(ph)] = static[id(outer)]
             else:
                 benv[id(ph)] = name  # an outer-scope value, visible inside the body
-        bstatic = self.statics(body, known)
+        bstatic = _statics(body, known)
         outs = self.lower_graph(sb, body, benv, bstatic)
         if info.has_length:  # steps at and past the length leave the carries and give zeros
             valid = sb.op("Less", [sb.op("Cast", [t_name], to=_ELEM[DType.i64]),
@@ -505,59 +507,84 @@ def _param_leaves(nodes: Sequence[Node]) -> list[Node]:
 
 
 def _cell_candidates(name: str, tree: dict, fbs: list[float]) -> list[Callable[[], Any]]:
-    """Factories of built-in cells that could have made the parameters under `tree`."""
-    def size(key_path: Sequence[str]) -> int | None:
-        t: Any = tree
-        for k in key_path:
-            if not isinstance(t, dict) or k not in t:
-                return None
-            t = t[k]
+    """Factories of built-in cells named `name` that could have made the parameters in `tree`
+    (nested dicts by scope, parameter shapes at the leaves). Guessed from the tree's structure,
+    not from the names: every guess is verified by re-tracing it (`_native_plan`)."""
+    if not isinstance(tree, dict) or not tree:
+        return []
+    keys = set(tree)
+    subtrees = {k: v for k, v in tree.items() if isinstance(v, dict)}
+
+    def size(t: Any) -> int | None:
         return t[0] if isinstance(t, tuple) and len(t) == 1 else None
 
-    if name == "basic_rnn_cell":
-        H = size(["bias"])
-        return [] if H is None else [lambda a=a: _cells.BasicRNNCell(H, activation=a)
-                                     for a in ("tanh", "relu")]
-    if name in ("basic_lstm_cell", "lstm_cell"):
-        H4 = size(["bias"])
-        if H4 is None or H4 % 4:
-            return []
-        H = H4 // 4
-        if name == "basic_lstm_cell":
-            return [lambda fb=fb: _cells.BasicLSTMCell(H, forget_bias=fb) for fb in fbs]
-        peep = "w_i_diag" in tree
-        return [lambda fb=fb: _cells.LSTMCell(H, use_peepholes=peep, forget_bias=fb)
-                for fb in fbs]
-    if name == "gru_cell":
-        H = size(["candidate", "bias"])
-        if H is None:
-            return []
-        ra = isinstance(tree.get("candidate"), dict) and "recurrent_bias" in tree["candidate"]
-        return [lambda: _cells.GRUCell(H, reset_after=ra)]
-    if name == "multi_rnn_cell":
+    if all(k.startswith("cell_") and k[5:].isdigit() for k in keys):  # MultiRNNCell
         layers = []
         for k in range(len(tree)):
             sub = tree.get(f"cell_{k}")
             if not isinstance(sub, dict) or len(sub) != 1:
                 return []
             (cname, ctree), = sub.items()
-            if not isinstance(ctree, dict):
-                return []
             layers.append(_cell_candidates(cname, ctree, fbs))
             if not layers[-1]:
                 return []
         combos = list(itertools.islice(itertools.product(*layers), _MAX_CANDIDATES))
-        return [lambda c=c, st=st: _cells.MultiRNNCell([f() for f in c], state_is_tuple=st)
+        return [lambda c=c, st=st: _cells.MultiRNNCell([f() for f in c], state_is_tuple=st,
+                                                       name=name)
                 for st in (True, False) for c in combos]
-    if name == "output_projection_wrapper":
-        O = size(["bias"])
-        inner = [(k, v) for k, v in tree.items() if k not in ("kernel", "bias")]
-        if O is None or len(inner) != 1 or not isinstance(inner[0][1], dict):
-            return []
-        cands = _cell_candidates(inner[0][0], inner[0][1], fbs)
-        return [lambda f=f, a=a: _cells.OutputProjectionWrapper(f(), O, activation=a)
+    if keys == {"gates", "candidate"} and len(subtrees) == 2:  # GRUCell
+        H = size(subtrees["candidate"].get("bias"))
+        ra = "recurrent_bias" in subtrees["candidate"]
+        return [] if H is None else [lambda: _cells.GRUCell(H, reset_after=ra, name=name)]
+    if "kernel" not in keys or "bias" not in keys:
+        return []
+    n_out = size(tree["bias"])
+    if n_out is None:
+        return []
+    if len(subtrees) == 1 and keys == {"kernel", "bias"} | set(subtrees):  # the projection
+        (iname, itree), = subtrees.items()
+        cands = _cell_candidates(iname, itree, fbs)
+        return [lambda f=f, a=a: _cells.OutputProjectionWrapper(f(), n_out, activation=a,
+                                                                name=name)
                 for f in cands[:_MAX_CANDIDATES] for a in (None, "tanh", "relu", "sigmoid")]
-    return []
+    peep = {"w_i_diag", "w_f_diag", "w_o_diag"}
+    out: list[Callable[[], Any]] = []
+    if keys == {"kernel", "bias"}:
+        out += [lambda a=a: _cells.BasicRNNCell(n_out, activation=a, name=name)
+                for a in ("tanh", "relu")]
+    if n_out % 4 == 0 and keys in ({"kernel", "bias"}, {"kernel", "bias"} | peep):
+        out += [lambda fb=fb: _cells.LSTMCell(n_out // 4, use_peepholes=keys > {"kernel", "bias"},
+                                              forget_bias=fb, name=name) for fb in fbs]
+    return out
+
+
+def _inference_body(n: Node, static: dict[int, np.ndarray]) -> tuple[Graph, list[Node]]:
+    """The scan's body with the training flag's `where`s resolved (dropout removed) and the
+    invariants it then no longer reads dropped; returns (body, outer invariants)."""
+    info = scan_info(n)
+    body: Graph = n.attr("body")
+    n_own = 1 + info.n_carry + info.n_xs
+    invs = list(n.inputs[info.n_carry + info.n_xs:info.n_carry + info.n_xs + info.n_inv])
+    known = {id(ph): static[id(o)] for ph, o in zip(body.inputs[n_own:], invs) if id(o) in static}
+    if not known:
+        return body, invs
+    from ..ir.ops import remake
+
+    st = _statics(body, known)
+    new: dict[int, Node] = {}
+    for x in body.nodes:
+        pick = _Exporter.where_pick(x, st)
+        if pick is not None:
+            new[id(x)] = new[id(pick)]
+        elif x.inputs and any(new[id(i)] is not i for i in x.inputs):
+            new[id(x)] = remake(x, [new[id(i)] for i in x.inputs])
+        else:
+            new[id(x)] = x
+    outs = [new[id(o)] for o in body.outputs]
+    used = {id(x) for x in toposort(outs)}
+    keep = [k for k, ph in enumerate(body.inputs[n_own:]) if id(ph) in used]
+    return (Graph(list(body.inputs[:n_own]) + [body.inputs[n_own + k] for k in keep], outs),
+            [invs[k] for k in keep])
 
 
 def _unify(cand: Node, act: Node, params: dict[str, Node], inputs: dict[str, Node]) -> bool:
@@ -577,8 +604,8 @@ def _unify(cand: Node, act: Node, params: dict[str, Node], inputs: dict[str, Nod
     return all(_unify(c, a, params, inputs) for c, a in zip(cand.inputs, act.inputs))
 
 
-def _native_plan(n: Node, dtype: DType) -> _Plan | None:
-    """A built-in cell whose dynamic_rnn scan is exactly `n`, or None."""
+def _native_plan(n: Node, dtype: DType, static: dict[int, np.ndarray]) -> _Plan | None:
+    """A built-in cell whose dynamic_rnn scan is, at inference, exactly `n`; or None."""
     info = scan_info(n)
     if (dtype is not DType.f32 or info.reverse or info.n_xs != 1 or n.attr("length") is not None
             or len(n.attr("body").outputs) != info.n_carry + 1):
@@ -587,29 +614,28 @@ def _native_plan(n: Node, dtype: DType) -> _Plan | None:
     xs = n.inputs[nc]
     if xs.ndim != 3 or xs.dtype is not dtype or not isinstance(xs.shape[2], int):
         return None
-    invs = n.inputs[nc + 1:nc + 1 + info.n_inv]
+    body, invs = _inference_body(n, static)
     leaves = _param_leaves(invs)
-    if not leaves:
+    if len(leaves) < 2:
         return None
-    # the parameters must all live under one "<scope>/<built-in cell name>/..."
-    rels = []
-    for p in leaves:
-        parts = p.name.split("/")
-        k = next((i for i, s in enumerate(parts) if s in _NATIVE_SCOPES), None)
-        if k is None:
-            return None
-        rels.append((tuple(parts[:k]), parts[k:], p.shape))
-    if len({r[0] for r in rels}) != 1 or len({r[1][0] for r in rels}) != 1:
+    # the cell's scope is the parameters' longest common scope: "<rnn scope>/<cell name>"
+    paths = [p.name.split("/") for p in leaves]
+    common = 0
+    while all(len(q) > common + 1 and q[common] == paths[0][common] for q in paths):
+        common += 1
+    if common < 1:
         return None
+    prefix = paths[0][:common]
     tree: dict = {}
-    for _, parts, shape in rels:
+    for q, p in zip(paths, leaves):
         t = tree
-        for s in parts[1:-1]:
-            t = t.setdefault(s, {})
+        for part in q[common:-1]:
+            t = t.setdefault(part, {})
             if not isinstance(t, dict):
                 return None
-        t[parts[-1]] = tuple(shape)
-    body: Graph = n.attr("body")
+        if q[-1] in t:
+            return None
+        t[q[-1]] = tuple(p.shape)
     fbs = sorted({0.0, 1.0} | {float(x.attr("value")) for x in body.all_nodes()
                                if x.op is Op.CONST and x.dtype.is_float})
     seq_dtype = None
@@ -620,7 +646,7 @@ def _native_plan(n: Node, dtype: DType) -> _Plan | None:
         seq_dtype = ln.inputs[0].inputs[0].dtype
     want = pformat(body)
     T, B, I = xs.shape
-    for make in _cell_candidates(rels[0][1][0], tree, fbs)[:_MAX_CANDIDATES]:
+    for make in _cell_candidates(prefix[-1], tree, fbs)[:_MAX_CANDIDATES]:
         holder: list[Any] = []
 
         def fn(X, L=None):
@@ -632,21 +658,21 @@ def _native_plan(n: Node, dtype: DType) -> _Plan | None:
             specs["L"] = Input((B,), seq_dtype)
         try:
             t = trace(fn, specs, dtype)
-        except Exception:  # a candidate that does not fit these shapes
+        except Exception:  # a guess that does not fit these shapes
             continue
         scans = [x for x in t.graph.nodes if x.op is Op.SCAN]
         if len(scans) != 1 or pformat(scans[0].attr("body")) != want:
             continue
         cs = scans[0]
         cinfo = scan_info(cs)
-        if (cinfo.n_carry, cinfo.n_inv, cinfo.has_length) != (nc, info.n_inv, info.has_length):
+        if (cinfo.n_carry, cinfo.n_inv, cinfo.has_length) != (nc, len(invs), info.has_length):
             continue
         params: dict[str, Node] = {}
         inputs: dict[str, Node] = {}
         cinv = cs.inputs[nc + 1:nc + 1 + cinfo.n_inv]
         if all(_unify(c, a, params, inputs) for c, a in zip(cinv, invs)) and \
                 set(params) == set(t.params) and set(inputs) <= {"L"}:
-            return _Plan(holder[0], params, inputs.get("L"), "/".join(rels[0][0]))
+            return _Plan(holder[0], params, inputs.get("L"), "/".join(prefix[:-1]))
     return None
 
 
@@ -793,7 +819,7 @@ def to_onnx(model: Model, params: Mapping[str, Any], *, native: bool = True,
         if nm in ex._names:
             raise ExportError(f"ONNX export: output name {nm!r} is also an input's name")
         ex.reserve(nm)
-    static = ex.statics(graph, {})
+    static = _statics(graph, {})
     values = ex.lower_graph(ex.root, graph, {}, static)
     outputs = []
     for nm, v, node in zip(out_names, values, graph.outputs):

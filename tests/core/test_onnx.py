@@ -104,10 +104,28 @@ def test_builtin_cells(cell, lengths, native, tmp_path, rng):
     proto = export_and_compare(m, noisy_params(m), seq_inputs(rng, lengths=lengths), tmp_path,
                                native=native)
     ops = op_types(proto)
-    if native and cell != "dropout":  # dropout's body is not a bare built-in cell: a Scan
+    if native:  # DropoutWrapper too: dropout is the identity in the exported inference graph
         assert ops & NATIVE and "Scan" not in ops, ops
     else:
         assert "Scan" in ops and not ops & NATIVE, ops
+
+
+def test_renamed_cells_in_a_scope_are_native(tmp_path, rng):
+    # recognition goes by the parameters' structure, not by the default names
+    def model(X, L):
+        cell = rc.OutputProjectionWrapper(rc.MultiRNNCell(
+            [rc.DropoutWrapper(rc.LSTMCell(3, use_peepholes=True, forget_bias=0.0, name="enc"),
+                               input_keep_prob=0.5, state_keep_prob=0.7),
+             rc.GRUCell(3, reset_after=False, name="g")], name="stack"), 2, activation="tanh",
+            name="proj")
+        return rc.dynamic_rnn(cell, X, sequence_length=L, scope="encoder")
+
+    m = rc.Model(model, {"X": rc.Input((None, None, I)), "L": rc.Input((None,), "i32")},
+                 name="renamed")
+    assert "encoder/proj/stack/cell_0/enc/w_f_diag" in m.param_specs
+    proto = export_and_compare(m, noisy_params(m), seq_inputs(rng, lengths=True), tmp_path)
+    assert [n.op_type for n in proto.graph.node if n.op_type in NATIVE] == ["LSTM", "GRU"]
+    assert "Scan" not in op_types(proto)
 
 
 @pytest.mark.parametrize("forget_bias", [0.0, 1.0, 0.5])
