@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,19 +71,47 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON serialisable")
 
 
-def _collect(group: str, arrays: Mapping[str, Any], prefix: str) -> tuple[dict, dict]:
+MAX_NAME_LEN = 1024
+_NUMERIC_KINDS = "biuf"  # bool, signed/unsigned integers, floats
+
+
+def _check_name(group: str, name: Any) -> None:
+    """Names become zip member names: printable, bounded, and never aliasing another name
+    (NpzFile maps "x" and "x.npy" to one member)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{group} names must be non-empty str, got {name!r}")
+    if len(name) > MAX_NAME_LEN:
+        raise ValueError(f"{group} name of {len(name)} characters: names are limited to "
+                         f"{MAX_NAME_LEN} characters (received {name[:40]!r}...)")
+    if not name.isprintable():
+        raise ValueError(f"{group} name {name!r} contains a control character (NUL, newline, "
+                         f"...): names must be printable")
+    if name.endswith(".npy"):
+        raise ValueError(f"{group} name {name!r} ends with '.npy', which NumPy's archive format "
+                         f"strips: it would alias {name[:-4]!r}; rename it")
+
+
+def _collect(group: str, arrays: Mapping[str, Any], prefix: str,
+             finite: bool = False) -> tuple[dict, dict]:
     """Validate one group of named arrays; return (npz entries, manifest)."""
     entries: dict[str, np.ndarray] = {}
     manifest: dict[str, dict[str, Any]] = {}
     for name, value in arrays.items():
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{group} names must be non-empty str, got {name!r}")
+        _check_name(group, name)
         arr = np.asarray(value)
         if arr.dtype.hasobject:
             raise ValueError(
                 f"{group} {name!r} has dtype {arr.dtype}; object arrays would need pickle "
                 f"and are not allowed in checkpoints"
             )
+        if arr.dtype.kind not in _NUMERIC_KINDS or arr.dtype.names is not None:
+            raise ValueError(f"{group} {name!r} has dtype {arr.dtype}: checkpoints hold bool, "
+                             f"integer and float arrays only")
+        if finite and arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0]) if arr.ndim else ()
+            raise ValueError(f"{group} {name!r} contains NaN/Inf (first at index {bad}); "
+                             f"a checkpoint is never written from non-finite parameters (the "
+                             f"previous one is kept). Pass allow_nonfinite=True to save anyway")
         entries[prefix + name] = arr
         manifest[name] = {"shape": list(arr.shape), "dtype": arr.dtype.str}
     return entries, manifest
@@ -115,8 +144,14 @@ def save(
     params: Mapping[str, np.ndarray],
     opt_state: Mapping[str, np.ndarray] | None = None,
     metadata: Any = None,
+    *,
+    allow_nonfinite: bool = False,
 ) -> None:
     """Atomically write a checkpoint to ``path`` (used verbatim; no ``.npz`` is appended).
+
+    Names must be printable, at most MAX_NAME_LEN characters and not end in ``.npy``; arrays
+    must be bool, integer or float; float parameters must be finite unless
+    ``allow_nonfinite=True`` (a diverged run never replaces the last good checkpoint).
 
     ``metadata`` must be JSON-serialisable (NumPy scalars/arrays are converted
     to Python values).  Everything is validated before the file is touched; on
@@ -130,7 +165,8 @@ def save(
         raise TypeError(
             f"opt_state must be a dict of name -> array or None, got {type(opt_state).__name__}"
         )
-    entries, params_manifest = _collect("parameter", params, _PARAMS_PREFIX)
+    entries, params_manifest = _collect("parameter", params, _PARAMS_PREFIX,
+                                        finite=not allow_nonfinite)
     opt_manifest = None
     if opt_state is not None:
         opt_entries, opt_manifest = _collect("optimizer state", opt_state, _OPT_PREFIX)
@@ -144,7 +180,7 @@ def save(
     }
     try:
         meta_json = json.dumps(meta, default=_json_default, allow_nan=True)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"checkpoint metadata is not JSON serialisable: {exc}") from exc
     entries[_META_KEY] = np.frombuffer(meta_json.encode("utf-8"), dtype=np.uint8)
 
@@ -179,6 +215,9 @@ def _parse_meta(raw: np.ndarray, path: str) -> dict[str, Any]:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path}: {_META_KEY} is not valid UTF-8 JSON ({exc})") from exc
+    except RecursionError as exc:
+        raise CheckpointError(f"{path}: {_META_KEY} is nested too deeply to be a checkpoint "
+                              f"manifest") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not an rnncomp checkpoint ({_META_KEY} format is not {FORMAT!r})"
@@ -206,10 +245,14 @@ def _read_group(
     for name, spec in manifest.items():
         key = prefix + name
         try:
+            _check_name("array", name)
             shape = tuple(int(d) for d in spec["shape"])
             dtype = np.dtype(spec["dtype"])
+            if any(d < 0 for d in shape) or dtype.kind not in _NUMERIC_KINDS or dtype.names:
+                raise ValueError("negative dimension or non-numeric dtype")
         except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: invalid manifest entry for {key!r}: {spec!r}") from exc
+            raise CheckpointError(f"{path}: invalid manifest entry for {key!r}: {spec!r} "
+                                  f"({exc})") from exc
         if key not in npz.files:
             raise CheckpointError(f"{path}: array {key!r} listed in {_META_KEY} is missing")
         try:
@@ -259,10 +302,24 @@ def _check_template(
         raise CheckpointError("\n  ".join(lines))
 
 
+def _check_members(npz: Any, path: str) -> None:
+    """save() writes stored (uncompressed) members; a compressed one could inflate to any size
+    (a 1 MB file declaring 1 GB), so it is refused before anything is read."""
+    zf = getattr(npz, "zip", None)
+    if zf is None:
+        return
+    for info in zf.infolist():
+        if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
+            raise CheckpointError(f"{path}: member {info.filename!r} is compressed; rnncomp "
+                                  f"checkpoints store members uncompressed (the file was not "
+                                  f"written by rnncomp.train.checkpoint.save)")
+
+
 def _read_archive(
     npz: Any, path: str
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None, dict[str, Any]]:
     """Read manifest and arrays from an open NpzFile, checking them against each other."""
+    _check_members(npz, path)
     if _META_KEY not in npz.files:
         raise CheckpointError(f"{path}: missing {_META_KEY} entry; not an rnncomp checkpoint")
     try:

@@ -47,7 +47,7 @@ def test_round_trip_bit_identical(tmp_path):
     params, state = opt.update(params, grads, state)
     meta = {"epoch": 3, "optimizer": opt.config(), "note": "héllo ✓", "acc": np.float32(0.5)}
     path = tmp_path / "model.ckpt"
-    ckpt.save(path, params, state, meta)
+    ckpt.save(path, params, state, meta, allow_nonfinite=True)  # NaN kept bit for bit
     assert path.exists()  # path used verbatim, no ".npz" appended
     got = ckpt.load(path)
     assert isinstance(got, ckpt.Checkpoint)
