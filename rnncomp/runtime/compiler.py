@@ -90,8 +90,9 @@ class CompiledGraph:
 def backend_module(backend: str):
     """The package implementing `backend` (imported on first use)."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend: expected one of {', '.join(map(repr, BACKENDS))}, received "
-                         f"{backend!r}")
+        names = [repr(b) for b in BACKENDS]
+        expected = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise ValueError(f"backend: expected {expected}, received {backend!r}")
     return importlib.import_module(BACKENDS[backend])
 
 
