@@ -9,6 +9,12 @@ Everything is functional: parameters and optimizer state are flat dicts of array
 returned, never mutated. The full training state (params, optimizer state, epoch, step counter,
 data-shuffling RNG) is a `TrainState`, which `save_checkpoint` writes atomically and `restore`
 reads back, so an interrupted run continues bit for bit.
+
+With `distributed="mpi"` (data-parallel over MPI ranks; rnncomp.train.distributed) every rank
+runs the same script: parameters come from rank 0, each step computes the gradient of this
+rank's shard of the batch and averages it over ranks (weighted by examples) before clipping and
+the optimizer, so every rank holds the same parameters; only rank 0 writes checkpoints and
+draws progress bars.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import checkpoint, optim
+from . import distributed as _dist
 from ..runtime.grad import output_index, tbptt_value_and_grad, value_and_grad
 
 __all__ = ["Trainer", "TrainState", "History", "step_seed"]
@@ -72,12 +79,15 @@ class Trainer:
     clip_value: clip every gradient element to [-clip_value, clip_value] (after clip_norm).
     wrt: the parameters trained (default: every trainable parameter).
     backend: "interp" (reference interpreter) or a compiled backend ("cpu", "cuda").
+    distributed: None (one process) or "mpi": data-parallel over the ranks of `mpiexec`
+        (see rnncomp.train.distributed and docs/distributed.md).
     """
 
     def __init__(self, model: Any, loss_output: int | str | Sequence = 0,
                  optimizer: optim.Optimizer | None = None, clip_norm: float | None = None,
                  clip_value: float | None = None, backend: str = "interp",
-                 wrt: Sequence[str] | None = None, training: bool = True):
+                 wrt: Sequence[str] | None = None, training: bool = True,
+                 distributed: str | None = None):
         self.model = model
         self.loss_output = loss_output
         output_index(model, loss_output)  # fail early on a bad selector
@@ -98,6 +108,16 @@ class Trainer:
         if unknown:
             raise KeyError(f"wrt: {unknown} are not parameters of the model")
         self.training = bool(training)
+        if distributed not in (None, "mpi"):
+            raise ValueError(f"distributed: expected None or 'mpi', received {distributed!r}")
+        self.distributed = distributed
+        if distributed == "mpi":
+            _dist.init()
+
+    @property
+    def is_root(self) -> bool:
+        """True on the process that writes checkpoints and progress (rank 0, or the only one)."""
+        return self.distributed is None or _dist.rank() == 0
 
     # -- configuration ------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -111,6 +131,8 @@ class Trainer:
     def init(self, params: Mapping[str, np.ndarray], seed: int = 0) -> TrainState:
         """A fresh TrainState: zero optimizer state, epoch 0, a data RNG seeded with `seed`."""
         params = self.model.check_params(params)
+        if self.distributed:
+            params = _dist.broadcast(params, root=0)  # every rank starts from rank 0's values
         return TrainState(params, self.optimizer.init({n: params[n] for n in self.wrt}), 0, 0,
                           np.random.default_rng(seed))
 
@@ -139,7 +161,14 @@ class Trainer:
 
         The loss is the value before the update; the grad norm is the global norm before
         clipping. Dropout is active (training mode) with masks from `seed`.
+
+        Distributed: `batch_inputs` is the global batch (every rank passes the same; each
+        computes its rows) or a rnncomp.train.distributed.Shard (this rank's rows); the loss
+        and norm are those of the global batch, identical on every rank.
         """
+        if self.distributed:
+            p, o, loss, norm, _ = self._dist_step(params, opt_state, batch_inputs, seed)
+            return p, o, loss, norm
         if not isinstance(batch_inputs, Mapping):
             raise TypeError(f"batch_inputs: expected a dict of model inputs (input name -> "
                             f"array), received {type(batch_inputs).__name__}")
@@ -167,6 +196,10 @@ class Trainer:
         Returns (params, opt_state, loss, grad_norm, final state dict) where loss and grad_norm
         are summed / the last norm in the per-chunk schedule.
         """
+        if self.distributed:
+            raise NotImplementedError("tbptt_step with distributed='mpi' is not supported yet: "
+                                      "average the chunk gradients with "
+                                      "rnncomp.train.distributed.allreduce_mean")
         params = self.model.check_params(params)
         kw = dict(state=state, seq_inputs=seq_inputs, loss_output=self.loss_output,
                   wrt=self.wrt, time_axis=time_axis, length_input=length_input, reduce=reduce,
@@ -221,6 +254,9 @@ class Trainer:
         else:
             state = self.init(params, seed)
         state.params = self.model.check_params(state.params)
+        if self.distributed:
+            state = self._sync_state(state)
+            progress = progress and self.is_root
         hist = History()
         bar = _bar(progress, total=epochs, initial=state.epoch, desc="epochs", unit="epoch")
         try:
@@ -230,9 +266,16 @@ class Trainer:
                 inner = _bar(progress, desc=f"epoch {state.epoch + 1}", unit="batch",
                              leave=False)
                 try:
-                    for batch in data_iter_fn(state.epoch, state.rng):
-                        p, o, loss, norm = self.step(state.params, state.opt_state, batch,
-                                                     seed=step_seed(seed, state.step))
+                    for batch in self._batches(data_iter_fn, state):
+                        if self.distributed:
+                            p, o, loss, norm, n = self._dist_step(
+                                state.params, state.opt_state, batch,
+                                seed=step_seed(seed, state.step))
+                            if n == 0:  # no rank had a batch left: the epoch is over
+                                break
+                        else:
+                            p, o, loss, norm = self.step(state.params, state.opt_state, batch,
+                                                         seed=step_seed(seed, state.step))
                         state.params, state.opt_state = p, o
                         state.step += 1
                         losses.append(loss)
@@ -251,13 +294,14 @@ class Trainer:
                     "steps": len(losses),
                     "time": time.perf_counter() - t0,
                 }
-                if eval_fn is not None:
-                    row.update(dict(eval_fn(state.params)))
-                hist.append(row)
-                if checkpoint_path is not None:
-                    self.save_checkpoint(checkpoint_path, state)
-                if on_epoch_end is not None:
-                    on_epoch_end(state, row)
+                with self._all_or_none(f"the end of epoch {state.epoch}"):
+                    if eval_fn is not None:
+                        row.update(dict(eval_fn(state.params)))
+                    hist.append(row)
+                    if checkpoint_path is not None:
+                        self.save_checkpoint(checkpoint_path, state)
+                    if on_epoch_end is not None:
+                        on_epoch_end(state, row)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v)
@@ -268,13 +312,100 @@ class Trainer:
         hist.state = state
         return hist
 
+    # -- data parallelism (distributed="mpi") -----------------------------------------------------
+    def _batches(self, data_iter_fn, state: TrainState):
+        """The epoch's batches; distributed, then None until the caller stops (when no rank has
+        data left), and an exception of the iterator is reported to every rank."""
+        if not self.distributed:
+            yield from data_iter_fn(state.epoch, state.rng)
+            return
+        try:
+            for batch in data_iter_fn(state.epoch, state.rng):
+                yield batch
+        except (Exception, SystemExit, KeyboardInterrupt) as e:
+            self._fail(e, f"the batches of epoch {state.epoch + 1}")
+        while True:  # out of data here; the loop ends when every rank is
+            yield None
+
+    def _dist_step(self, params, opt_state, batch, seed):
+        """One data-parallel step: (params, opt_state, global loss, norm, global examples)."""
+        what = "the gradient allreduce"
+        try:
+            params = self.model.check_params(params)
+            if batch is None:
+                sh = None
+            elif isinstance(batch, _dist.Shard):
+                sh = batch
+            elif isinstance(batch, Mapping):
+                sh = _dist.shard(batch)
+            else:
+                raise TypeError(f"batch_inputs: expected a dict of model inputs or a "
+                                f"distributed.Shard, received {type(batch).__name__}")
+            if sh is not None and sh.n > 0:
+                outs, grads = value_and_grad(self.model, params, wrt=self.wrt,
+                                             output=self.loss_output, training=self.training,
+                                             seed=seed, backend=self.backend,
+                                             example_offset=sh.offset, **sh.inputs)
+                loss, weight = float(_select(self.model, outs, self.loss_output)), sh.n
+            else:
+                grads = {n: np.zeros_like(params[n]) for n in self.wrt}
+                loss, weight = 0.0, 0
+        except (Exception, SystemExit, KeyboardInterrupt) as e:
+            self._fail(e, what)
+        red = _dist.allreduce_start(grads, weight=weight, value=loss, what=what).wait()
+        if red.weight == 0:
+            return params, dict(opt_state), math.nan, math.nan, 0
+        params, opt_state, norm = self._apply(params, opt_state, red.grads)
+        return params, opt_state, red.value, norm, red.weight
+
+    def _fail(self, e: BaseException, what: str):
+        """This rank failed: tell the others (they raise RankFailed), then raise `e` here."""
+        sys.stderr.write(f"rnncomp.distributed: rank {_dist.rank()}/{_dist.size()} failed "
+                         f"before {what}: {type(e).__name__}: {e}\n")
+        sys.stderr.flush()
+        try:
+            _dist.allreduce_start({}, weight=0.0, ok=False, what=what)
+        except _dist.DistributedError:
+            pass
+        raise e
+
+    def _all_or_none(self, what: str):
+        """A context: distributed, an exception inside on any rank stops every rank."""
+        trainer = self
+
+        class _Ctx:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, kind, value, tb):
+                if not trainer.distributed:
+                    return False
+                if value is not None and isinstance(value, Exception):
+                    trainer._fail(value, what)
+                _dist.allreduce_start({}, weight=0.0, what=what)
+                return False
+
+        return _Ctx()
+
+    def _sync_state(self, state: TrainState) -> TrainState:
+        """Rank 0's TrainState (params, optimizer state, epoch, step, data RNG) on every rank."""
+        meta = _dist.broadcast_object({"epoch": int(state.epoch), "step": int(state.step),
+                                       "rng": _rng_state(state.rng)})
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng"]
+        return TrainState(_dist.broadcast(state.params), _dist.broadcast(state.opt_state),
+                          int(meta["epoch"]), int(meta["step"]), rng)
+
     # -- checkpoints --------------------------------------------------------------------------
     def save_checkpoint(self, path: str, state: TrainState | Mapping[str, np.ndarray],
                         opt_state: Mapping[str, np.ndarray] | None = None, *, epoch: int = 0,
                         step: int = 0, rng: np.random.Generator | None = None,
                         extra: Any = None) -> None:
         """Atomically write params, optimizer state, trainer/optimizer config, epoch, step and
-        the RNG state to `path` (a crash mid-save leaves the previous file intact)."""
+        the RNG state to `path` (a crash mid-save leaves the previous file intact).
+        Distributed, only rank 0 writes (the state is the same on every rank)."""
+        if not self.is_root:
+            return
         if not isinstance(state, TrainState):
             state = TrainState(dict(state), dict(opt_state or {}), epoch, step,
                                rng if rng is not None else np.random.default_rng(0))
@@ -285,7 +416,21 @@ class Trainer:
 
     def restore(self, path: str) -> TrainState:
         """Read a checkpoint written by save_checkpoint (parameters are checked against the
-        model's) and return the TrainState to pass to `fit`."""
+        model's) and return the TrainState to pass to `fit`. Distributed, rank 0 reads it and
+        sends it to the others (any number of ranks; the file need only be on rank 0)."""
+        if self.distributed:
+            state = None
+            with self._all_or_none(f"restoring {path}"):
+                if self.is_root:
+                    state = self._restore(path)
+            if state is None:
+                zeros = {n: np.zeros(s.shape, s.dtype.np) for n, s in
+                         self.model.param_specs.items()}
+                state = TrainState(zeros, self.optimizer.init({n: zeros[n] for n in self.wrt}))
+            return self._sync_state(state)
+        return self._restore(path)
+
+    def _restore(self, path: str) -> TrainState:
         ck = checkpoint.load(path, expect_params={n: np.zeros(s.shape, s.dtype.np)
                                                   for n, s in self.model.param_specs.items()})
         meta = ck.metadata if isinstance(ck.metadata, dict) else {}
