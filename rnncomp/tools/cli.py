@@ -638,12 +638,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not isinstance(obj, Model):
         raise CLIError(f"export: {args.model} is a bare Graph; export needs an rnncomp.Model "
                        f"(its parameters, input and output names)")
-    fmt = args.format
-    if fmt is None:
-        fmt = "onnx" if args.output.endswith(".onnx") else None
-    if fmt != "onnx":
-        raise CLIError(f"export: give --format onnx (the one format so far), received "
-                       f"{args.format!r}")
+    if args.format is None and not args.output.endswith(".onnx"):
+        raise CLIError(f"export: give --format onnx (the format cannot be told from "
+                       f"{args.output!r})")
     try:
         from . import onnx as onnx_export
 
