@@ -10,6 +10,7 @@ because MNIST mirrors disagree on whether ``.gz`` files are already unpacked.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from collections.abc import Iterator, Sequence
@@ -37,21 +38,27 @@ IDX_DTYPES: dict[int, np.dtype] = {
 }
 
 _GZIP_MAGIC = b"\x1f\x8b"
+MAX_IDX_BYTES = 1 << 34  # 16 GiB: far above any MNIST-format set, far below a bomb's claims
 _MNIST_PREFIX = {"train": "train", "test": "t10k"}
 
 
-def _read_bytes(path: Path) -> bytes:
-    """Whole file contents, transparently gunzipped when it starts with the gzip magic."""
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ValueError(
-                f"{path}: gzip stream is corrupt or truncated ({type(exc).__name__}: {exc})"
-            ) from exc
-    return data
+def _open_stream(path: Path):
+    """The file as a byte stream, gunzipped on the fly when it starts with the gzip magic."""
+    f = open(path, "rb")
+    if f.read(2) == _GZIP_MAGIC:
+        f.seek(0)
+        return gzip.GzipFile(fileobj=f, mode="rb"), f
+    f.seek(0)
+    return f, f
+
+
+def _read_exactly(stream, n: int, path: Path) -> bytes:
+    try:
+        return stream.read(n)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(
+            f"{path}: gzip stream is corrupt or truncated ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
@@ -61,43 +68,62 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     0x0C int32, 0x0D float32, 0x0E float64), the number of dimensions, then
     one big-endian uint32 per dimension; the payload must be exactly
     ``prod(dims) * itemsize`` bytes, otherwise ``ValueError`` names the file
-    with the expected and received byte counts.
+    with the expected and received byte counts. A gzip file is decompressed as
+    a stream and never past the size its header declares (a small file that
+    inflates to gigabytes is refused after reading one byte too many).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"IDX path is a directory, not a file: {path} (pass the file, "
+                                f"or the folder to load_mnist)")
     if not path.is_file():
         raise FileNotFoundError(f"IDX file not found: {path}")
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise ValueError(f"{path}: too short for an IDX header ({len(data)} bytes)")
-    if data[0] != 0 or data[1] != 0:
-        raise ValueError(
-            f"{path}: bad IDX magic 0x{data[:4].hex()} (must start with two zero bytes; "
-            f"images are 0x00000803, labels 0x00000801)"
-        )
-    code, ndim = data[2], data[3]
-    if code not in IDX_DTYPES:
-        valid = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
-        raise ValueError(f"{path}: unknown IDX type code 0x{code:02X} (valid: {valid})")
-    if ndim == 0:
-        raise ValueError(f"{path}: IDX header declares 0 dimensions")
-    header_len = 4 + 4 * ndim
-    if len(data) < header_len:
-        raise ValueError(
-            f"{path}: truncated IDX header: expected {header_len} bytes for {ndim} "
-            f"dimensions, received {len(data)}"
-        )
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = IDX_DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    received = len(data) - header_len
-    if received != expected:
+    stream, raw = _open_stream(path)
+    with raw:
+        head = _read_exactly(stream, 4, path)
+        if len(head) < 4:
+            raise ValueError(f"{path}: too short for an IDX header ({len(head)} bytes)")
+        if head[0] != 0 or head[1] != 0:
+            raise ValueError(
+                f"{path}: bad IDX magic 0x{head[:4].hex()} (must start with two zero bytes; "
+                f"images are 0x00000803, labels 0x00000801)"
+            )
+        code, ndim = head[2], head[3]
+        if code not in IDX_DTYPES:
+            valid = ", ".join(f"0x{c:02X}" for c in IDX_DTYPES)
+            raise ValueError(f"{path}: unknown IDX type code 0x{code:02X} (valid: {valid})")
+        if ndim == 0:
+            raise ValueError(f"{path}: IDX header declares 0 dimensions")
+        dim_bytes = _read_exactly(stream, 4 * ndim, path)
+        if len(dim_bytes) < 4 * ndim:
+            raise ValueError(
+                f"{path}: truncated IDX header: expected {4 + 4 * ndim} bytes for {ndim} "
+                f"dimensions, received {4 + len(dim_bytes)}"
+            )
+        dims = tuple(int(d) for d in np.frombuffer(dim_bytes, dtype=">u4"))
+        dtype = IDX_DTYPES[code]
+        expected = math.prod(dims) * dtype.itemsize  # Python ints: no overflow
+        if expected > MAX_IDX_BYTES:
+            raise ValueError(
+                f"{path}: IDX header declares shape {dims} of {dtype.name} = {expected} bytes, "
+                f"more than the {MAX_IDX_BYTES} bytes read_idx accepts (MAX_IDX_BYTES)"
+            )
+        # one byte more than declared: trailing data is detected without inflating it all
+        payload = _read_exactly(stream, expected + 1, path)
+        received = len(payload)
+        if received > expected:
+            got = (f"{os.path.getsize(path) - 4 - 4 * ndim} bytes" if stream is raw
+                   else "more (the rest was not decompressed)")
+            raise ValueError(f"{path}: IDX payload size mismatch for shape {dims} of "
+                             f"{dtype.name}: expected {expected} bytes, received {got} "
+                             f"(trailing data)")
+    if received < expected:
         raise ValueError(
             f"{path}: IDX payload size mismatch for shape {dims} of {dtype.name}: expected "
-            f"{expected} bytes, received {received} bytes"
-            + (" (file truncated?)" if received < expected else " (trailing data)")
+            f"{expected} bytes, received {received} bytes (file truncated?)"
         )
-    arr = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(dims)
-    # astype copies into a writable, native-endian array independent of `data`.
+    arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
+    # astype copies into a writable, native-endian array independent of `payload`.
     return arr.astype(dtype.newbyteorder("="))
 
 
