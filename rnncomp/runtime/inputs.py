@@ -17,7 +17,15 @@ from ..ir.graph import Node
 
 def convert_input(name: str, value: Any, node: Node) -> np.ndarray:
     """`value` as the array bound to the input `node` (named `name` in errors)."""
-    a = np.asarray(value)
+    try:
+        a = np.asarray(value)
+    except ValueError as e:  # ragged nested lists
+        raise InputError(f"input {name!r}: expected a rectangular array of shape "
+                         f"[{', '.join(map(str, node.shape))}], received nested sequences of "
+                         f"different lengths ({e})") from None
+    if a.dtype.hasobject:
+        raise InputError(f"input {name!r}: expected {node.dtype} values, received object "
+                         f"values (ragged nested lists or mixed types)")
     want = node.dtype.np
     if a.dtype != want:
         if node.dtype.is_float and (np.issubdtype(a.dtype, np.floating)

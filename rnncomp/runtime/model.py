@@ -168,10 +168,10 @@ class Model:
                 out[name] = np.asarray(bool(training))
                 continue
             if name == "@seed":
-                out[name] = np.asarray(int(seed), np.int64)
+                out[name] = _int64_arg("seed", seed)
                 continue
             if name == "@example_offset":
-                out[name] = np.asarray(int(example_offset), np.int64)
+                out[name] = _int64_arg("example_offset", example_offset)
                 continue
             if name not in inputs:
                 raise InputError(f"missing input {name!r}: expected {node.dtype}"
@@ -287,3 +287,14 @@ class Model:
 
 def _all_finite(arrays) -> bool:
     return all(np.isfinite(a).all() for a in map(np.asarray, arrays) if a.dtype.kind == "f")
+
+
+def _int64_arg(what: str, value: Any) -> np.ndarray:
+    """A run-time integer argument (seed, example_offset) as the int64 the graph takes."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"{what}: expected an integer, received {value!r}")
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    if not lo <= int(value) <= hi:
+        raise InputError(f"{what}: expected an integer in [{lo}, {hi}] (64 bits), received "
+                         f"{value}")
+    return np.asarray(int(value), np.int64)

@@ -487,6 +487,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     obj = load_model(args.model, _parse_kwargs(args.kwarg))
     graph = _graph_of(obj)
     model = obj if isinstance(obj, Model) else None
+    for flag, v in (("--batch", args.batch), ("--time", args.time)):
+        if v < 1:
+            raise CLIError(f"{flag}: expected an integer >= 1, received {v}")
     dims = {"B": args.batch, "T": args.time}
     for item in args.dim or ():
         name, sep, val = item.partition("=")
@@ -498,7 +501,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     if args.inputs:
         try:
-            with np.load(args.inputs) as data:
+            with open(args.inputs, "rb") as f:
+                is_zip = f.read(2) == b"PK"
+            if not is_zip:
+                raise ValueError("not an .npz archive (np.savez writes one: arrays by input "
+                                 "name)")
+            with np.load(args.inputs, allow_pickle=False) as data:
                 inputs = {k: data[k] for k in data.files}
         except (OSError, ValueError) as e:
             raise CLIError(f"--inputs: cannot read {args.inputs!r}: {_one_line(e)}") from e

@@ -363,6 +363,8 @@ def clip_by_global_norm(
     if not (max_norm > 0.0):
         raise ValueError(f"clip_by_global_norm needs max_norm > 0, got {max_norm}")
     norm = global_norm(grads)
+    if math.isinf(max_norm):  # no limit: nothing to rescale (inf / inf would be NaN)
+        return {name: _arr(g, g.dtype) for name, g in grads.items()}, norm
     if math.isfinite(norm):
         scale = max_norm / max(norm, max_norm)
     else:

@@ -32,7 +32,7 @@ from . import checkpoint, optim
 from . import distributed as _dist
 from ..runtime.grad import output_index, tbptt_value_and_grad, value_and_grad
 
-__all__ = ["Trainer", "TrainState", "History", "step_seed"]
+__all__ = ["Trainer", "TrainState", "History", "NonFiniteTrainingError", "step_seed"]
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -87,7 +87,7 @@ class Trainer:
                  optimizer: optim.Optimizer | None = None, clip_norm: float | None = None,
                  clip_value: float | None = None, backend: str = "interp",
                  wrt: Sequence[str] | None = None, training: bool = True,
-                 distributed: str | None = None):
+                 distributed: str | None = None, on_nonfinite: str = "raise"):
         self.model = model
         self.loss_output = loss_output
         output_index(model, loss_output)  # fail early on a bad selector
@@ -95,10 +95,16 @@ class Trainer:
         if not isinstance(self.optimizer, optim.Optimizer):
             raise TypeError(f"optimizer: expected an rnncomp.train.optim optimizer, received "
                             f"{type(self.optimizer).__name__}")
-        if clip_norm is not None and not clip_norm > 0:
-            raise ValueError(f"clip_norm: expected a positive number, received {clip_norm!r}")
-        if clip_value is not None and not clip_value > 0:
-            raise ValueError(f"clip_value: expected a positive number, received {clip_value!r}")
+        for what, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number))
+                                  or not v > 0):
+                raise ValueError(f"{what}: expected a positive number, received {v!r} (None: no "
+                                 f"clipping)")
+        if on_nonfinite not in ("raise", "skip"):
+            raise ValueError(f"on_nonfinite: expected 'raise' or 'skip', received "
+                             f"{on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
+        self.skipped_steps = 0
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.clip_value = None if clip_value is None else float(clip_value)
         self.backend = backend
@@ -146,7 +152,19 @@ class Trainer:
             grads = optim.clip_by_value(grads, -self.clip_value, self.clip_value)
         return grads, norm
 
-    def _apply(self, params, opt_state, grads):
+    def _apply(self, params, opt_state, grads, loss: float = 0.0):
+        norm = optim.global_norm(grads)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            what = "loss" if not math.isfinite(loss) else "gradient norm"
+            bad = loss if not math.isfinite(loss) else norm
+            if self.on_nonfinite == "skip":
+                self.skipped_steps += 1
+                return dict(params), dict(opt_state), norm
+            raise NonFiniteTrainingError(
+                f"the {what} is {bad} on this batch: training stopped before the update (the "
+                f"parameters and the last checkpoint are unchanged). Lower the learning rate, "
+                f"clip gradients (clip_norm=...), check the batch for NaN/Inf, or pass "
+                f"Trainer(on_nonfinite='skip') to skip such steps")
         grads, norm = self._clip(grads)
         trained = {n: params[n] for n in self.wrt}
         new, opt_state = self.optimizer.update(trained, grads, opt_state)
@@ -177,7 +195,7 @@ class Trainer:
                                      training=self.training, seed=seed, backend=self.backend,
                                      **batch_inputs)
         loss = float(_select(self.model, outs, self.loss_output))
-        params, opt_state, norm = self._apply(params, opt_state, grads)
+        params, opt_state, norm = self._apply(params, opt_state, grads, loss)
         return params, opt_state, loss, norm
 
     def tbptt_step(self, params: Mapping[str, np.ndarray], opt_state: Mapping[str, np.ndarray],
@@ -207,7 +225,7 @@ class Trainer:
         if not update_every_chunk:
             loss, grads, final = tbptt_value_and_grad(self.model, params, batch_inputs, k=k,
                                                       initial_state=initial_state, **kw)
-            params, opt_state, norm = self._apply(params, opt_state, grads)
+            params, opt_state, norm = self._apply(params, opt_state, grads, loss)
             return params, opt_state, loss, norm, final
         arrays = {n: np.asarray(v) for n, v in batch_inputs.items()}
         T = arrays[seq_inputs[0]].shape[time_axis]
@@ -227,7 +245,7 @@ class Trainer:
                                                     initial_state=cur,
                                                     **{**kw, "length_input": None,
                                                        "seed": step_seed(seed, start)})
-            params, opt_state, norm = self._apply(params, opt_state, grads)
+            params, opt_state, norm = self._apply(params, opt_state, grads, loss)
             total += loss
         return params, opt_state, total, norm, cur
 
@@ -249,6 +267,12 @@ class Trainer:
         seed: the run seed (data RNG of a fresh state; dropout seeds mix it with the step).
         checkpoint_path: if given, the TrainState is saved there (atomically) after each epoch.
         """
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"epochs: expected a non-negative integer (the total number of "
+                             f"epochs), received {epochs!r}")
+        if not callable(data_iter_fn):
+            raise TypeError(f"data_iter_fn: expected a function (epoch, rng) -> iterable of "
+                            f"batches, received {type(data_iter_fn).__name__}")
         if isinstance(params, TrainState):
             state = params
         else:
@@ -274,8 +298,13 @@ class Trainer:
                             if n == 0:  # no rank had a batch left: the epoch is over
                                 break
                         else:
-                            p, o, loss, norm = self.step(state.params, state.opt_state, batch,
-                                                         seed=step_seed(seed, state.step))
+                            try:
+                                p, o, loss, norm = self.step(state.params, state.opt_state,
+                                                             batch,
+                                                             seed=step_seed(seed, state.step))
+                            except NonFiniteTrainingError as e:
+                                raise NonFiniteTrainingError(
+                                    f"epoch {state.epoch + 1}, step {state.step}: {e}") from None
                         state.params, state.opt_state = p, o
                         state.step += 1
                         losses.append(loss)
@@ -317,10 +346,10 @@ class Trainer:
         """The epoch's batches; distributed, then None until the caller stops (when no rank has
         data left), and an exception of the iterator is reported to every rank."""
         if not self.distributed:
-            yield from data_iter_fn(state.epoch, state.rng)
+            yield from _checked_batches(data_iter_fn(state.epoch, state.rng), state.epoch)
             return
         try:
-            for batch in data_iter_fn(state.epoch, state.rng):
+            for batch in _checked_batches(data_iter_fn(state.epoch, state.rng), state.epoch):
                 yield batch
         except (Exception, SystemExit, KeyboardInterrupt) as e:
             self._fail(e, f"the batches of epoch {state.epoch + 1}")
@@ -355,7 +384,8 @@ class Trainer:
         red = _dist.allreduce_start(grads, weight=weight, value=loss, what=what).wait()
         if red.weight == 0:
             return params, dict(opt_state), math.nan, math.nan, 0
-        params, opt_state, norm = self._apply(params, opt_state, red.grads)
+        # every rank sees the same global loss and gradients, so all stop (or skip) together
+        params, opt_state, norm = self._apply(params, opt_state, red.grads, red.value)
         return params, opt_state, red.value, norm, red.weight
 
     def _fail(self, e: BaseException, what: str):
@@ -443,10 +473,39 @@ class Trainer:
                 f"{path}: saved with optimizer {saved_opt}, this trainer uses "
                 f"{self.optimizer.config()}; build the Trainer with "
                 f"optim.from_config(...) of the saved config to continue")
+        epoch, step = (_meta_count(path, meta, k) for k in ("epoch", "step"))
         rng = np.random.default_rng()
-        rng.bit_generator.state = meta["rng"]
-        return TrainState(dict(ck.params), dict(ck.opt_state or {}), int(meta["epoch"]),
-                          int(meta["step"]), rng)
+        try:
+            rng.bit_generator.state = meta["rng"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise checkpoint.CheckpointError(f"{path}: invalid data-RNG state in the trainer "
+                                             f"metadata ({type(e).__name__}: {e})") from None
+        return TrainState(dict(ck.params), dict(ck.opt_state or {}), epoch, step, rng)
+
+
+class NonFiniteTrainingError(FloatingPointError):
+    """A training step met a NaN/Inf loss or gradient (Trainer(on_nonfinite="raise"))."""
+
+
+def _checked_batches(batches: Any, epoch: int):
+    if batches is None or not hasattr(batches, "__iter__"):
+        raise TypeError(f"data_iter_fn returned {type(batches).__name__} for epoch {epoch + 1}: "
+                        f"expected an iterable of batches (dicts of model inputs); did it "
+                        f"forget to return or yield?")
+    for k, batch in enumerate(batches):
+        if not isinstance(batch, Mapping):
+            raise TypeError(f"data_iter_fn: batch {k} of epoch {epoch + 1} is a "
+                            f"{type(batch).__name__}: expected a dict of model inputs (input "
+                            f"name -> array)")
+        yield batch
+
+
+def _meta_count(path: str, meta: dict, key: str) -> int:
+    v = meta.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise checkpoint.CheckpointError(f"{path}: trainer metadata {key!r} must be a "
+                                         f"non-negative integer, received {v!r}")
+    return v
 
 
 def _select(model: Any, outs: Any, sel: Any) -> Any:
