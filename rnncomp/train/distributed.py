@@ -168,15 +168,27 @@ def abort(msg: str, code: int = 3) -> None:
 def _wait(reqs: list, what: str) -> None:
     """Poll non-blocking requests until all complete; past the deadline, abort the job."""
     MPI = _S.MPI
-    deadline = time.monotonic() + _S.timeout
-    pause = 0.0
+    if MPI.Request.Testall(reqs):
+        return
+    # Poll: spin for the first millisecond (a collective among ranks that arrive together
+    # takes tens of microseconds; sleeping would add the scheduler's wake-up latency), then
+    # yield the core to other processes for a while, then sleep in growing steps.
+    start = time.monotonic()
+    deadline = start + _S.timeout
+    pause = 5e-5
     while not MPI.Request.Testall(reqs):
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             abort(f"timed out after {_S.timeout:g} s waiting for {what}: another rank has "
                   f"stopped, hangs or runs a different sequence of collectives; aborting all "
                   f"ranks (raise the limit with init(timeout=...) or RNNCOMP_MPI_TIMEOUT)")
+        if now - start < 1e-3:
+            continue
+        if now - start < 2e-2:
+            time.sleep(0)
+            continue
         time.sleep(pause)
-        pause = min(pause * 2 or 2e-5, 1e-3)
+        pause = min(pause * 2, 2e-3)
 
 
 def barrier() -> None:

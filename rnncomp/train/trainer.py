@@ -493,7 +493,7 @@ def _checked_batches(batches: Any, epoch: int):
                         f"expected an iterable of batches (dicts of model inputs); did it "
                         f"forget to return or yield?")
     for k, batch in enumerate(batches):
-        if not isinstance(batch, Mapping):
+        if not isinstance(batch, (Mapping, _dist.Shard)):  # a Shard: this rank's rows
             raise TypeError(f"data_iter_fn: batch {k} of epoch {epoch + 1} is a "
                             f"{type(batch).__name__}: expected a dict of model inputs (input "
                             f"name -> array)")

@@ -41,7 +41,7 @@ def train(cfg: dict) -> None:
         state = model.init(seed=cfg.get("seed", 0) + 100 * dist.rank())
         if dist.rank() == 0:
             state = model.init(seed=cfg.get("seed", 0))
-    hist = trainer.fit(state, SM.data_iter_fn(cfg), epochs=cfg["epochs"], progress=False,
+    hist = trainer.fit(state, SM.data_iter_fn({**cfg, "_distributed": True}), epochs=cfg["epochs"], progress=False,
                        seed=cfg.get("seed", 0), checkpoint_path=cfg.get("checkpoint"))
     out = Path(cfg["out"])
     np.savez(out / f"rank{dist.rank()}.npz", **hist.params)

@@ -45,6 +45,13 @@ def data_iter_fn(cfg: dict):
         order = rng.permutation(n)
         for k in range(cfg["batches"]):
             idx = order[k * cfg["batch"]:(k + 1) * cfg["batch"]]
-            yield {"X": X[idx], "Y": Y[idx]}
+            if cfg.get("shards") and cfg.get("_distributed"):
+                # each rank loads only its rows (data that does not fit one machine)
+                from rnncomp.train import distributed as dist
+
+                mine, offset = dist.shard_indices(idx)
+                yield dist.Shard({"X": X[mine], "Y": Y[mine]}, offset, len(idx))
+            else:
+                yield {"X": X[idx], "Y": Y[idx]}
 
     return fn

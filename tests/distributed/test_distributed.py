@@ -94,6 +94,9 @@ EQUALITY = [
                  id="2ranks-f64-clip-dropout"),
     pytest.param(4, {"dtype": "f64", "batch": 7, "clip_norm": 0.05, "dropout": True}, 1e-10,
                  id="4ranks-f64-clip-dropout-uneven"),
+    # the data iterator yields distributed.Shard (each rank loads only its rows)
+    pytest.param(2, {"dtype": "f64", "batch": 7, "clip_norm": 0.05, "dropout": True,
+                     "shards": True}, 1e-10, id="2ranks-f64-shards-from-the-iterator"),
     pytest.param(2, {"dtype": "f32", "batch": 6, "clip_norm": 0.05, "dropout": True}, 1e-5,
                  id="2ranks-f32-clip-dropout"),
     # compiled: the offset reaches the generated kernels' dropout hash
