@@ -50,7 +50,8 @@ def build_model(cell: str = "rnn", units: int = 150, n_classes: int = 10,
     def mnist_rnn(X, y):
         _, state = rc.dynamic_rnn(make_cell(cell, units), X)
         logits = layers.dense(final_h(state), n_classes, name="logits")
-        return {"loss": losses.sparse_softmax_cross_entropy(logits, y), "logits": logits}
+        loss = losses.sparse_softmax_cross_entropy(labels=y, logits=logits)
+        return {"loss": loss, "logits": logits}
 
     return rc.Model(mnist_rnn, {"X": rc.Input((None, rows, cols)),
                                 "y": rc.Input((None,), "i64")}, name=f"mnist_{cell}")

@@ -48,7 +48,7 @@ def make_cell(kind: str, units: int, activation: str = "relu") -> rc.RNNCell:
     if kind == "peephole":
         return rc.LSTMCell(units, use_peepholes=True)
     if kind == "gru":
-        return rc.GRUCell(units, reset_after=True)
+        return rc.GRUCell(units)  # TF1's GRUCell (reset before the recurrent matmul)
     raise ValueError(f"cell: expected one of {CELLS}, received {kind!r}")
 
 

@@ -26,6 +26,7 @@ import sys as _sys
 
 from .frontend import dsl, initializers
 from .frontend.cells import (
+    AUTO_REUSE,
     BasicLSTMCell,
     BasicRNNCell,
     DropoutWrapper,
@@ -42,6 +43,7 @@ from .frontend.dsl import (
     add,
     broadcast_to,
     cast,
+    clip_by_value,
     concat,
     count,
     div,
@@ -71,6 +73,9 @@ from .frontend.dsl import (
     ones,
     pow,
     random_uniform_like,
+    reduce_max,
+    reduce_mean,
+    reduce_sum,
     relu,
     reshape,
     sigmoid,
@@ -79,6 +84,7 @@ from .frontend.dsl import (
     split,
     sqrt,
     square,
+    stack,
     stop_gradient,
     sub,
     sum,
@@ -87,11 +93,31 @@ from .frontend.dsl import (
     tensordot,
     training_flag,
     transpose,
+    unstack,
     where,
     zeros,
     zeros_like,
 )
 from .frontend.rnn import dynamic_rnn, scan, static_rnn, step_index
+from .frontend.tf1 import (
+    bool_,
+    constant_initializer,
+    contrib,
+    float32,
+    float64,
+    glorot_normal_initializer,
+    glorot_uniform_initializer,
+    int32,
+    int64,
+    nn,
+    ones_initializer,
+    orthogonal_initializer,
+    random_normal_initializer,
+    random_uniform_initializer,
+    truncated_normal_initializer,
+    variance_scaling_initializer,
+    zeros_initializer,
+)
 from .frontend.trace import TraceError, param, variable_scope
 from .ir import Graph, Node, Op, ops, pformat
 from .ir.dtypes import DType, f32, f64, i32, i64

@@ -12,7 +12,7 @@ BUILTIN_CELLS = {
     "lstm_peep": lambda: rc.LSTMCell(3, use_peepholes=True),
     "gru_before": lambda: rc.GRUCell(3, reset_after=False),
     "gru_after": lambda: rc.GRUCell(3, reset_after=True),
-    "multi_tuple": lambda: rc.MultiRNNCell([rc.BasicLSTMCell(3), rc.GRUCell(2, False)]),
+    "multi_tuple": lambda: rc.MultiRNNCell([rc.BasicLSTMCell(3), rc.GRUCell(2, reset_after=False)]),
     "multi_concat": lambda: rc.MultiRNNCell([rc.BasicRNNCell(2), rc.LSTMCell(3, True)],
                                             state_is_tuple=False),
     "dropout": lambda: rc.DropoutWrapper(rc.BasicLSTMCell(3), input_keep_prob=0.7,

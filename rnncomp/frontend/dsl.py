@@ -150,6 +150,11 @@ def square(x) -> Node:
     return mul(x, x)
 
 
+def clip_by_value(t, clip_value_min, clip_value_max) -> Node:
+    """TF1 tf.clip_by_value: max(min(t, hi), lo), elementwise."""
+    return maximum(minimum(t, clip_value_max), clip_value_min)
+
+
 def cast(x, dtype) -> Node:
     return ops.cast(x, dtype)
 
@@ -223,6 +228,43 @@ def transpose(x: Node, perm: Sequence[int] | None = None) -> Node:
     return ops.transpose(x, tuple(_axis(x, p) for p in perm))
 
 
+def unstack(value: Node, num: int | None = None, axis: int = 0, name: str | None = None
+            ) -> list[Node]:
+    """TF1 tf.unstack: the list of slices of `value` along `axis`, that axis removed.
+
+    The axis must have a static size (TF1 cannot infer `num` otherwise either); `num`, when
+    given, must equal it. `name` is accepted for TF1 compatibility and names nothing.
+    """
+    if not isinstance(value, Node):
+        raise TypeError(f"unstack: value must be an rnncomp array, received "
+                        f"{type(value).__name__}")
+    ax = _axis(value, axis)
+    d = value.shape[ax]
+    if not isinstance(d, int):
+        raise ShapeError(f"unstack: axis {axis} of [{shape_str(value.shape)}] has the symbolic "
+                         f"size {d!r}; give it a static size (e.g. rc.Input((None, n_steps, "
+                         f"n_inputs)) for the time axis)")
+    if num is not None and num != d:
+        raise ShapeError(f"unstack: num={num} but axis {axis} of [{shape_str(value.shape)}] has "
+                         f"size {d}")
+    rest = tuple(s for k, s in enumerate(value.shape) if k != ax)
+    return [ops.reshape(ops.slice_(value, ax, k, k + 1), rest) for k in range(d)]
+
+
+def stack(values: Sequence[Node], axis: int = 0, name: str | None = None) -> Node:
+    """TF1 tf.stack: arrays of one shape joined along a new axis (the inverse of unstack)."""
+    values = list(values)
+    if not values or not all(isinstance(v, Node) for v in values):
+        raise TypeError("stack: values must be a non-empty list of rnncomp arrays")
+    first = values[0]
+    for k, v in enumerate(values):
+        if v.shape != first.shape or v.dtype != first.dtype:
+            raise ShapeError(f"stack: values[{k}] is {v.dtype}[{shape_str(v.shape)}] but values[0] "
+                             f"is {first.dtype}[{shape_str(first.shape)}]")
+    ax = ops.norm_axis(axis, first.ndim + 1, "stack")
+    return ops.concat([expand_dims(v, ax) for v in values], ax)
+
+
 def expand_dims(x: Node, axis: int) -> Node:
     ax = axis % (x.ndim + 1)
     shape = list(x.shape)
@@ -249,6 +291,21 @@ def sum(x: Node, axis=None, keepdims: bool = False) -> Node:  # noqa: A001
 
 def max(x: Node, axis=None, keepdims: bool = False) -> Node:  # noqa: A001
     return ops.reduce_max(x, _axes(x, axis), keepdims)
+
+
+def reduce_sum(input_tensor: Node, axis=None, keepdims: bool = False, name=None) -> Node:
+    """TF1 tf.reduce_sum (`name` names nothing)."""
+    return sum(input_tensor, axis, keepdims)
+
+
+def reduce_max(input_tensor: Node, axis=None, keepdims: bool = False, name=None) -> Node:
+    """TF1 tf.reduce_max (`name` names nothing)."""
+    return max(input_tensor, axis, keepdims)
+
+
+def reduce_mean(input_tensor: Node, axis=None, keepdims: bool = False, name=None) -> Node:
+    """TF1 tf.reduce_mean (`name` names nothing)."""
+    return mean(input_tensor, axis, keepdims)
 
 
 def count(x: Node, axis=None) -> Node:
@@ -328,14 +385,18 @@ def example_offset_input() -> Node:
     return current().implicit_input("@example_offset", DType.i64)
 
 
-def random_uniform_like(x: Node) -> Node:
+def random_uniform_like(x: Node, *, site: int | None = None, step: Node | None = None) -> Node:
     """Uniform [0, 1) numbers of x's shape; a new site per call, a new draw per step and seed.
 
     When the leading axis is the batch (`B`), the numbers of example b are those of global
     example `@example_offset + b`: a shard of a batch draws what the whole batch draws there.
+    `site` and `step` override the call site (a new one by default) and the step (the current
+    loop step by default): variational dropout draws one mask per sequence this way.
     """
     ctx = current()
-    ctx.random_sites += 1
+    if site is None:
+        ctx.random_sites += 1
+        site = ctx.random_sites
     extra = []
     if x.shape and x.shape[0] == "B":
         static = 1  # elements per example: static dims folded, symbolic ones read at run time
@@ -348,16 +409,23 @@ def random_uniform_like(x: Node) -> Node:
         if static != 1:
             offset = ops.mul(offset, ops.const(static, DType.i64))
         extra = [offset]
-    return ops.make(Op.RANDOM_UNIFORM, x, seed_input(), ctx.step(), *extra,
-                    site=ctx.random_sites, dtype=x.dtype)
+    return ops.make(Op.RANDOM_UNIFORM, x, seed_input(), ctx.step() if step is None else step,
+                    *extra, site=site, dtype=x.dtype)
 
 
-def dropout(x: Node, keep_prob: float, training: Node | bool | None = None) -> Node:
+def dropout(x: Node, keep_prob: float, training: Node | bool | None = None,
+            noise: Node | None = None) -> Node:
     """Inverted dropout (TF1 tf.nn.dropout): x * mask / keep_prob in training, x otherwise.
 
     `training` defaults to the graph's run-time flag, so one graph serves training and
-    inference (the compiled backends specialize on the flag).
+    inference (the compiled backends specialize on the flag). `noise` (uniform [0, 1) of x's
+    shape) replaces the fresh draw: the same noise gives the same mask.
     """
+    if isinstance(keep_prob, Node):
+        raise TypeError("dropout: keep_prob must be a Python number, not an array (a TF1 "
+                        "keep_prob placeholder): pass the training value, e.g. 0.5; dropout is "
+                        "active only in training, m(params, training=True, ...), and off at "
+                        "inference, which is what feeding keep_prob=1.0 did in TF1")
     if not 0.0 < float(keep_prob) <= 1.0:
         raise ValueError(f"dropout: keep_prob must be in (0, 1], received {keep_prob}")
     if keep_prob == 1.0:
@@ -368,7 +436,7 @@ def dropout(x: Node, keep_prob: float, training: Node | bool | None = None) -> N
         if not training:
             return x
         training = ops.const(True, DType.bool)
-    u = random_uniform_like(x)
+    u = random_uniform_like(x) if noise is None else noise
     keep = ops.lt(u, ops.const(keep_prob, x.dtype))
     dropped = ops.where(keep, ops.mul(x, ops.const(1.0 / keep_prob, x.dtype)),
                         ops.const(0.0, x.dtype))

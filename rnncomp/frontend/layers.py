@@ -8,12 +8,13 @@ Parameters are named like TF1's tf.layers: "{scope}/{name}/kernel" [in, units] a
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from . import dsl
 from .cells import get_activation
 from ..ir.dtypes import as_dtype
 from ..ir.graph import Node, Op, shape_str
-from .trace import RuntimeCheck, TraceError, current, param, variable_scope
+from .trace import RuntimeCheck, TraceError, check_reuse, current, param, variable_scope
 
 __all__ = ["dense", "embedding"]
 
@@ -38,31 +39,53 @@ def _layer_name(name: str | None, base: str, probe: str, reuse: bool) -> str:
     return name
 
 
-def dense(x: Node, units: int, activation: str | Callable[[Node], Node] | None = None,
-          name: str | None = None, kernel_init="glorot_uniform", bias_init="zeros",
-          use_bias: bool = True, reuse: bool = False) -> Node:
-    """y = activation(x @ kernel + bias) on the last axis of x ([B, F], [B, T, F], ...).
+def dense(inputs: Node, units: int, activation: str | Callable[[Node], Node] | None = None,
+          use_bias: bool = True, kernel_initializer: Any = None,
+          bias_initializer: Any = "zeros", kernel_regularizer: Any = None,
+          bias_regularizer: Any = None, activity_regularizer: Any = None,
+          kernel_constraint: Any = None, bias_constraint: Any = None, trainable: bool = True,
+          name: str | None = None, reuse: Any = None) -> Node:
+    """TF1 tf.layers.dense: activation(inputs @ kernel + bias) on the last axis of inputs
+    ([B, F], [B, T, F], ...), with TF1's argument order and defaults.
 
     `name` defaults to "dense", then "dense_1", ... for further layers (as tf.layers.dense);
     an explicit name that already exists is an error unless reuse=True (shared weights).
+    kernel_initializer None is glorot_uniform (TF1's default). trainable=False makes the
+    parameters non-trainable (no gradient is taken for them). Regularizers and constraints
+    have no rnncomp equivalent: passing one is an error saying what to do instead.
     """
+    for nm, v in (("kernel_regularizer", kernel_regularizer),
+                  ("bias_regularizer", bias_regularizer),
+                  ("activity_regularizer", activity_regularizer),
+                  ("kernel_constraint", kernel_constraint), ("bias_constraint", bias_constraint)):
+        if v is not None:
+            raise ValueError(f"dense: {nm} is not supported: add the penalty to the loss "
+                             f"yourself (e.g. loss + 1e-4 * rc.reduce_sum(rc.square(w))), or "
+                             f"apply the constraint to the parameters after each update")
     if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
         raise ValueError(f"dense: units must be a positive int, received {units!r}")
-    if not isinstance(x, Node) or x.ndim < 1:
-        raise TypeError(f"dense: x must be an rnncomp array of rank >= 1, received {x!r}")
-    if not x.dtype.is_float:
-        raise ValueError(f"dense: x must be floating point, received {x.dtype}")
-    fin = x.shape[-1]
+    if not isinstance(inputs, Node) or inputs.ndim < 1:
+        raise TypeError(f"dense: inputs must be an rnncomp array of rank >= 1, received "
+                        f"{inputs!r}")
+    if not inputs.dtype.is_float:
+        raise ValueError(f"dense: inputs must be floating point, received {inputs.dtype}")
+    if not isinstance(use_bias, bool):
+        raise ValueError(f"dense: use_bias must be True or False, received {use_bias!r} (TF1's "
+                         f"order: dense(inputs, units, activation, use_bias, ..., name, reuse))")
+    fin = inputs.shape[-1]
     if not isinstance(fin, int):
-        raise ValueError(f"dense: the feature (last) dimension of x must be static, received "
-                         f"[{shape_str(x.shape)}]")
+        raise ValueError(f"dense: the feature (last) dimension of inputs must be static, "
+                         f"received [{shape_str(inputs.shape)}]")
     act = get_activation(activation) if activation is not None else None
-    name = _layer_name(name, "dense", "kernel", reuse)
+    name = _layer_name(name, "dense", "kernel", check_reuse(reuse, "dense"))
+    kinit = kernel_initializer if kernel_initializer is not None else "glorot_uniform"
+    binit = bias_initializer if bias_initializer is not None else "zeros"
     with variable_scope(name):
-        kernel = param("kernel", (fin, units), kernel_init, dtype=x.dtype)
-        y = dsl.matmul(x, kernel)
+        kernel = param("kernel", (fin, units), kinit, dtype=inputs.dtype,
+                       trainable=bool(trainable))
+        y = dsl.matmul(inputs, kernel)
         if use_bias:
-            bias = param("bias", (units,), bias_init, dtype=x.dtype)
+            bias = param("bias", (units,), binit, dtype=inputs.dtype, trainable=bool(trainable))
             y = y + bias
     return act(y) if act is not None else y
 

@@ -1,7 +1,9 @@
 """Losses (graph ops, differentiable) and metrics (NumPy, computed outside the graph).
 
-    loss = losses.sparse_softmax_cross_entropy(logits, labels)   # logits [..., C], labels [...]
+    loss = losses.sparse_softmax_cross_entropy(labels, logits)   # TF1's order: labels [...],
+                                                                 # logits [..., C]
     loss = losses.mse(pred, target)
+    loss = losses.mean_squared_error(labels, predictions)        # TF1's name and order
     acc = losses.accuracy(logits_np, labels_np)                   # on the outputs of a run
 
 Every loss is a mean over all elements, so it does not grow with batch size or sequence length.
@@ -19,33 +21,70 @@ from ..ir.graph import Node, Op, shape_str
 from ..ir.ops import ShapeError
 from .trace import RuntimeCheck, current
 
-__all__ = ["sparse_softmax_cross_entropy", "softmax_cross_entropy", "mse", "accuracy",
+__all__ = ["sparse_softmax_cross_entropy", "sparse_softmax_cross_entropy_with_logits",
+           "softmax_cross_entropy", "mse", "mean_squared_error", "accuracy",
            "sigmoid_cross_entropy"]
 
 
-def sparse_softmax_cross_entropy(logits: Node, labels: Node) -> Node:
-    """mean(-log softmax(logits)[label]) over all leading dims (tf.losses.sparse_softmax_...).
+def _check_weights(weights, fn: str) -> float:
+    if isinstance(weights, bool) or not isinstance(weights, (int, float)):
+        raise ValueError(f"{fn}: weights must be a Python number (a scalar weight); for "
+                         f"per-example weights multiply the per-example losses of "
+                         f"rc.nn.sparse_softmax_cross_entropy_with_logits and reduce them "
+                         f"yourself; received {type(weights).__name__}")
+    return float(weights)
 
-    logits: float [..., C]; labels: integer [...] with values in [0, C). When labels is a graph
+
+def sparse_softmax_cross_entropy_with_logits(_sentinel=None, labels: Node | None = None,
+                                             logits: Node | None = None,
+                                             name: str | None = None) -> Node:
+    """TF1 tf.nn.sparse_softmax_cross_entropy_with_logits(labels=..., logits=...): the
+    per-example losses -log softmax(logits)[label], of labels' shape (by keyword, as TF1)."""
+    if _sentinel is not None:
+        raise ValueError("sparse_softmax_cross_entropy_with_logits: pass labels= and logits= by "
+                         "keyword (as TF1 requires)")
+    logits, labels = _check_sparse(labels, logits, "sparse_softmax_cross_entropy_with_logits")
+    return dsl.neg(dsl.take(dsl.log_softmax(logits, axis=-1), labels))
+
+
+def sparse_softmax_cross_entropy(labels: Node, logits: Node, weights: float = 1.0,
+                                 scope: str | None = None) -> Node:
+    """TF1 tf.losses.sparse_softmax_cross_entropy(labels, logits): the mean of
+    -log softmax(logits)[label] over all leading dims, times `weights` (a scalar).
+
+    labels: integer [...] with values in [0, C); logits: float [..., C]. When labels is a graph
     input, its values are checked before the graph runs (an error names the bad index).
+    Earlier rnncomp versions took (logits, labels): that order is an error saying so.
     """
+    w = _check_weights(weights, "sparse_softmax_cross_entropy")
+    logits, labels = _check_sparse(labels, logits, "sparse_softmax_cross_entropy")
+    picked = dsl.take(dsl.log_softmax(logits, axis=-1), labels)
+    loss = dsl.neg(dsl.mean(picked))
+    return loss if w == 1.0 else loss * w
+
+
+def _check_sparse(labels, logits, fn: str) -> tuple[Node, Node]:
+    if isinstance(labels, Node) and isinstance(logits, Node) and labels.dtype.is_float \
+            and logits.dtype.is_int:
+        raise ShapeError(f"{fn}: labels are {labels.dtype} and logits {logits.dtype}: the "
+                         f"arguments look swapped; TF1's order is (labels, logits) (pass "
+                         f"labels=..., logits=... by keyword to be safe)")
     if not isinstance(logits, Node) or not logits.dtype.is_float or logits.ndim < 1:
-        raise ShapeError(f"sparse_softmax_cross_entropy: logits must be a float array [..., C], "
+        raise ShapeError(f"{fn}: logits must be a float array [..., C], "
                          f"received {logits!r}")
     if not isinstance(labels, Node) or not labels.dtype.is_int:
-        raise ShapeError(f"sparse_softmax_cross_entropy: labels must be an integer array, "
+        raise ShapeError(f"{fn}: labels must be an integer array, "
                          f"received {labels!r}")
     if tuple(labels.shape) != tuple(logits.shape[:-1]):
-        raise ShapeError(f"sparse_softmax_cross_entropy: labels [{shape_str(labels.shape)}] "
+        raise ShapeError(f"{fn}: labels [{shape_str(labels.shape)}] "
                          f"must have the leading shape of logits [{shape_str(logits.shape)}]")
     C = logits.shape[-1]
     if not isinstance(C, int):
-        raise ShapeError(f"sparse_softmax_cross_entropy: the class dimension must be static, "
+        raise ShapeError(f"{fn}: the class dimension must be static, "
                          f"received [{shape_str(logits.shape)}]")
     if labels.op is Op.INPUT:
         current().checks.append(RuntimeCheck("labels", labels.name, {"depth": C}))
-    picked = dsl.take(dsl.log_softmax(logits, axis=-1), labels)
-    return dsl.neg(dsl.mean(picked))
+    return logits, labels
 
 
 def softmax_cross_entropy(logits: Node, onehot_labels: Node) -> Node:
@@ -65,6 +104,15 @@ def sigmoid_cross_entropy(logits: Node, labels: Node) -> Node:
     z = logits
     loss = dsl.maximum(z, 0.0) - z * labels + dsl.log(1.0 + dsl.exp(dsl.neg(dsl.abs(z))))
     return dsl.mean(loss)
+
+
+def mean_squared_error(labels: Node, predictions: Node, weights: float = 1.0,
+                       scope: str | None = None) -> Node:
+    """TF1 tf.losses.mean_squared_error(labels, predictions): mean((predictions - labels)^2),
+    times `weights` (a scalar)."""
+    w = _check_weights(weights, "mean_squared_error")
+    loss = mse(predictions, labels)
+    return loss if w == 1.0 else loss * w
 
 
 def mse(pred: Node, target: Node) -> Node:

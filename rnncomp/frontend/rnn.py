@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from . import dsl
 from ..ir import ops
 from .cells import RNNCell, as_cell
-from ..ir.dtypes import DType
+from ..ir.dtypes import DType, as_dtype
 from ..ir.graph import Node, Op, shape_str
 from .trace import (
     RuntimeCheck,
@@ -27,10 +29,49 @@ from .trace import (
 )
 
 
-def _check_seq_len(sequence_length: Node, batch, T, fn: str) -> Node:
+def _literal_lengths(values: Any, batch, fn: str) -> Node:
+    """A Python list / NumPy array of lengths as a constant i32 [n] array (TF1 makes a constant
+    tensor of it). It fixes the batch size, so the inputs' batch axis must be static."""
+    a = np.asarray(values)
+    if a.ndim != 1 or a.size == 0 or not (np.issubdtype(a.dtype, np.integer)
+                                          or a.dtype == object and all(
+                                              isinstance(v, (int, np.integer)) and
+                                              not isinstance(v, bool) for v in a)):
+        raise ValueError(f"{fn}: sequence_length must be a 1-D list or array of integers (one "
+                         f"length per batch instance), received {values!r}")
+    if not isinstance(batch, int):
+        raise ValueError(f"{fn}: sequence_length={list(a.tolist())} fixes the batch size to "
+                         f"{a.size}, but the inputs' batch axis is the symbol {batch!r}; declare "
+                         f"the input with that batch size (rc.Input(({a.size}, ...))) or pass the "
+                         f"lengths at run time as an input: L = rc.Input((None,), 'i32') and "
+                         f"m(params, ..., L=[...])")
+    parts = [dsl.reshape(ops.const(int(v), DType.i32), (1,)) for v in a.tolist()]
+    return parts[0] if len(parts) == 1 else dsl.concat(parts, axis=0)
+
+
+def _check_dtype_arg(dtype: Any, inputs_dtype: DType, fn: str) -> None:
+    """TF1's dtype= of the state and outputs: honoured when it is the inputs' dtype, refused
+    (never ignored) otherwise, since an rnncomp model has one float dtype."""
+    if dtype is None:
+        return
+    dt = as_dtype(dtype)
+    if dt != inputs_dtype:
+        raise ValueError(f"{fn}: dtype={dt} but the inputs are {inputs_dtype}: an rnncomp model "
+                         f"has one float dtype, set by rc.Model(fn, inputs, dtype='{dt}'); pass "
+                         f"dtype={inputs_dtype} or leave it out")
+
+
+def _check_seq_len(sequence_length: Any, batch, T, fn: str) -> Node:
+    if isinstance(sequence_length, (list, tuple, np.ndarray)):
+        vals = sequence_length
+        sequence_length = _literal_lengths(vals, batch, fn)
+        vals = [int(v) for v in np.asarray(vals).tolist()]
+        if any(v < 0 or (isinstance(T, int) and v > T) for v in vals):
+            raise ValueError(f"{fn}: sequence_length values must be in [0, {T}], received {vals}")
     if not isinstance(sequence_length, Node):
         raise TypeError(f"{fn}: sequence_length must be an rnncomp array (a graph input), "
-                        f"received {type(sequence_length).__name__}")
+                        f"a Python list or a NumPy array of integers, received "
+                        f"{type(sequence_length).__name__}")
     if not sequence_length.dtype.is_int:
         raise ValueError(f"{fn}: sequence_length must be an integer array, received "
                          f"{sequence_length.dtype}")
@@ -90,18 +131,35 @@ def _mask(valid: Node, new: Node, old: Node) -> Node:
 def dynamic_rnn(
     cell: RNNCell,
     inputs: Node,
-    sequence_length: Node | None = None,
+    sequence_length: Any = None,
     initial_state: Any = None,
     dtype: Any = None,
+    parallel_iterations: int | None = None,
+    swap_memory: bool = False,
     time_major: bool = False,
     scope: str | None = None,
 ) -> tuple[Node, Any]:
     """Unroll `cell` over inputs [B, T, I] (or [T, B, I] if time_major) as one scan node.
 
     Returns (outputs [B, T, H] (or [T, B, H]), final state with the cell's state structure).
+    TF1's signature and order. sequence_length: an integer array (a graph input), or a Python
+    list / NumPy array (a constant; the batch axis must then be static). dtype: must be the
+    inputs' dtype if given (refused otherwise). parallel_iterations: accepted, no effect (the
+    steps of a recurrence run in order; kernels parallelise within a step). swap_memory:
+    accepted, no effect (TF1 moves saved activations from GPU to host memory; rnncomp keeps
+    them where the backend runs: host memory on CPU; to bound BPTT memory use truncated BPTT,
+    rnncomp.runtime.grad.tbptt_value_and_grad).
     """
     cell = as_cell(cell)
     fn = "dynamic_rnn"
+    if parallel_iterations is not None and (isinstance(parallel_iterations, bool) or not isinstance(
+            parallel_iterations, int) or parallel_iterations <= 0):
+        raise ValueError(f"{fn}: parallel_iterations must be a positive int or None, received "
+                         f"{parallel_iterations!r}")
+    if not isinstance(swap_memory, bool):
+        raise ValueError(f"{fn}: swap_memory must be True or False, received {swap_memory!r}")
+    if not isinstance(time_major, bool):
+        raise ValueError(f"{fn}: time_major must be True or False, received {time_major!r}")
     if not isinstance(inputs, Node):
         raise TypeError(f"{fn}: inputs must be an rnncomp array, received {type(inputs).__name__}")
     if inputs.ndim != 3:
@@ -109,13 +167,18 @@ def dynamic_rnn(
                          f"received [{shape_str(inputs.shape)}]")
     if not inputs.dtype.is_float:
         raise ValueError(f"{fn}: inputs must be floating point, received {inputs.dtype}")
+    _check_dtype_arg(dtype, inputs.dtype, fn)
     X = inputs if time_major else dsl.transpose(inputs, (1, 0, 2))
     T, B = X.shape[0], X.shape[1]
     flat0, tree = _initial_state(cell, initial_state, B, inputs.dtype, fn)
     length_input = None
     if sequence_length is not None:
+        literal = not isinstance(sequence_length, Node)
         sequence_length = _check_seq_len(sequence_length, B, T, fn)
         length_input = ops.cast(dsl.max(sequence_length), DType.i64)
+        if literal and not isinstance(T, int):  # no run-time range check: stop at T (as TF1)
+            length_input = ops.minimum(length_input,
+                                       ops.make(Op.DIMSIZE, X, axis=0, dtype=DType.i64))
 
     def body(t, carries, xs):
         state = unflatten(tree, carries)
@@ -144,10 +207,12 @@ def static_rnn(
     inputs: Sequence[Node],
     initial_state: Any = None,
     dtype: Any = None,
-    sequence_length: Node | None = None,
+    sequence_length: Any = None,
     scope: str | None = None,
 ) -> tuple[list[Node], Any]:
-    """Unroll `cell` over a list of T inputs [B, I] by calling it T times (T copies in the IR)."""
+    """Unroll `cell` over a list of T inputs [B, I] by calling it T times (T copies in the IR).
+
+    TF1's signature and order; `dtype` and `sequence_length` as in dynamic_rnn."""
     cell = as_cell(cell)
     fn = "static_rnn"
     inputs = list(inputs)
@@ -161,6 +226,7 @@ def static_rnn(
             raise ValueError(f"{fn}: inputs[{k}] is {x.dtype}[{shape_str(x.shape)}] but inputs[0] "
                              f"is {inputs[0].dtype}[{shape_str(inputs[0].shape)}]")
     B = inputs[0].shape[0]
+    _check_dtype_arg(dtype, inputs[0].dtype, fn)
     flat, tree = _initial_state(cell, initial_state, B, inputs[0].dtype, fn)
     if sequence_length is not None:
         sequence_length = _check_seq_len(sequence_length, B, len(inputs), fn)

@@ -21,6 +21,25 @@ class TraceError(ValueError):
     """A model definition is inconsistent (duplicate parameter, bad cell structure, ...)."""
 
 
+class _AutoReuse:
+    """TF1's tf.AUTO_REUSE: reuse a parameter if it exists, create it otherwise."""
+
+    def __repr__(self) -> str:
+        return "AUTO_REUSE"
+
+
+AUTO_REUSE = _AutoReuse()
+
+
+def check_reuse(reuse: Any, who: str) -> Any:
+    """TF1's `reuse` argument: None/False (create; a name clash is an error), True (share an
+    existing parameter; a missing one is an error) or AUTO_REUSE (share or create)."""
+    if reuse is None or reuse is AUTO_REUSE or isinstance(reuse, bool):
+        return reuse
+    raise ValueError(f"{who}: reuse must be None, True, False or rnncomp.AUTO_REUSE, received "
+                     f"{reuse!r}")
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     name: str
@@ -48,13 +67,15 @@ class TraceContext:
         self.checks: list[RuntimeCheck] = []
         self.step_stack: list[Node] = []  # step-index placeholders of enclosing scan bodies
         self.random_sites = 0
+        self.memo: dict[Any, Any] = {}  # per-trace state of front-end objects (dropout sites)
 
     # -- naming -------------------------------------------------------------------------------
     def scoped(self, name: str) -> str:
         return "/".join(self.scopes + [name])
 
     # -- parameters ---------------------------------------------------------------------------
-    def param(self, name: str, shape, init, dtype=None, owner=None, trainable=True) -> Node:
+    def param(self, name: str, shape, init, dtype=None, owner=None, trainable=True,
+              reuse: Any = None) -> Node:
         full = self.scoped(name)
         shape = tuple(int(d) for d in shape)
         if any(d <= 0 for d in shape):
@@ -62,14 +83,20 @@ class TraceContext:
         dtype = as_dtype(dtype) if dtype is not None else self.dtype
         if full in self.params:
             node, spec, own = self.params[full]
-            if own is not owner:
+            if own is not owner and not reuse:
                 raise TraceError(
                     f"param {full!r} already exists (created by another cell); give the cell a "
-                    f"different name= or wrap it in rnncomp.variable_scope(...)")
+                    f"different name= or wrap it in rnncomp.variable_scope(...), or pass "
+                    f"reuse=True to share it (as in TF1)")
             if spec.shape != shape or spec.dtype != dtype:
                 raise TraceError(f"param {full!r}: reused with shape {shape} {dtype}, but it was "
                                  f"created with shape {spec.shape} {spec.dtype}")
             return node
+        if reuse is True:
+            raise TraceError(f"param {full!r} does not exist, but its cell was built with "
+                             f"reuse=True (share an existing parameter; TF1 raises here too): "
+                             f"create it first with a cell without reuse, or pass "
+                             f"reuse=rnncomp.AUTO_REUSE to create it when missing")
         node = ops.make(Op.PARAM, name=full, shape=shape, dtype=dtype)
         self.params[full] = (node, ParamSpec(full, shape, dtype, init, trainable), owner)
         return node
@@ -120,9 +147,11 @@ def variable_scope(name: str) -> Iterator[None]:
         ctx.scopes.pop()
 
 
-def param(name: str, shape, init="glorot_uniform", dtype=None, owner=None, trainable=True) -> Node:
-    """A named parameter of the traced model (created once, reused by its owner)."""
-    return current().param(name, shape, init, dtype, owner, trainable)
+def param(name: str, shape, init="glorot_uniform", dtype=None, owner=None, trainable=True,
+          reuse: Any = None) -> Node:
+    """A named parameter of the traced model (created once, reused by its owner; shared with
+    other owners when `reuse` is True or AUTO_REUSE, as TF1's variable reuse)."""
+    return current().param(name, shape, init, dtype, owner, trainable, reuse)
 
 
 # ---------------------------------------------------------------------------------------------

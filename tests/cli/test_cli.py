@@ -300,7 +300,7 @@ def test_model_file_errors(tmp_path):
     (tmp_path / "bad.py").write_text(
         "import rnncomp as rc\n"
         "def m():\n"
-        "    return rc.Model(lambda X: rc.dynamic_rnn(rc.GRUCell(3), X),\n"
+        "    return rc.Model(lambda X: rc.dynamic_rnn(rc.GRUCell(3, False), X),\n"
         "                    {'X': rc.Input((None, None, 2))})\n")
     msg = fails("inspect", f"{tmp_path / 'bad.py'}:m")
     assert "m() raised ValueError" in msg and "reset_after" in msg

@@ -329,7 +329,7 @@ def kitchen_sink(X, ids, lab, X0, X1):
         "elementwise": rc.where(X > 0.0, rc.exp(rc.minimum(X, 1.0)),
                                 rc.sqrt(rc.abs(X)) + rc.pow(rc.square(X) + 1.0, 0.5)),
         "logic": rc.cast(rc.logical_and(X > 0.0, rc.logical_not(X > 1.0)), "f32"),
-        "loss": losses.sparse_softmax_cross_entropy(logits, lab),
+        "loss": losses.sparse_softmax_cross_entropy(labels=lab, logits=logits),
     }
 
 

@@ -197,8 +197,8 @@ def test_loss_and_layers():
         out, st = rc.dynamic_rnn(rc.BasicRNNCell(4), rc.concat([X, e], axis=-1))
         h = layers.dense(out, 5, activation="tanh")  # [B, T, F] input
         logits = layers.dense(st, 3)  # [B, F] input
-        return {"loss": losses.sparse_softmax_cross_entropy(logits, y),
-                "seq": losses.sparse_softmax_cross_entropy(h, ids), "logits": logits}
+        return {"loss": losses.sparse_softmax_cross_entropy(labels=y, logits=logits),
+                "seq": losses.sparse_softmax_cross_entropy(labels=ids, logits=h), "logits": logits}
 
     m = rc.Model(fn, {"X": rc.Input((None, None, 2)), "y": rc.Input((None,), "i32"),
                       "ids": rc.Input((None, None), "i32")}, dtype="f64")

@@ -41,7 +41,7 @@ def pair_model_fn(X, L, Y):
     cell = rc.FunctionCell(pair_cell, state_size=(H, H), output_size=H, name="pair")
     out, (h, _) = rc.dynamic_rnn(cell, X, sequence_length=L)
     logits = rc.matmul(h, rc.param("v", (H, C)))
-    return {"out": out, "loss": losses.sparse_softmax_cross_entropy(logits, Y)}
+    return {"out": out, "loss": losses.sparse_softmax_cross_entropy(labels=Y, logits=logits)}
 
 
 def pair_model() -> rc.Model:
