@@ -594,6 +594,10 @@ def from_torch_gru(
 ) -> dict[str, np.ndarray]:
     """Convert an ``nn.GRU`` state dict to rnncomp ``GRUCell(reset_after=True)`` params.
 
+    ``nn.GRU`` is the reset-after (cuDNN) form: build the rnncomp cell as
+    ``GRUCell(H, reset_after=True)``.  ``GRUCell(H)`` is TF1's reset-before form, a
+    different function, and has no ``candidate/recurrent_bias`` for these params.
+
     torch row blocks are r, z, n.  ``gates/kernel`` [I+H, 2H] has column blocks r, u
     (u = z): ``[W_ir.T W_iz.T; W_hr.T W_hz.T]``; ``gates/bias`` = ``[b_ir+b_hr,
     b_iz+b_hz]``; ``candidate/kernel`` = ``[W_in.T; W_hn.T]``; ``candidate/bias`` =
