@@ -53,14 +53,36 @@ def parser(description: str, default_note: str) -> argparse.ArgumentParser:
                    help="folder for PNG pictures and checkpoints (default ./examples_out)")
     p.add_argument("--no-plot", action="store_true", help="do not draw PNG pictures")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI ranks (needs the mpi extra): launch "
+                        "with `mpiexec -n N python examples/... --distributed`; every rank "
+                        "computes its share of each batch, rank 0 prints, plots and saves")
     return p
 
 
 def finish_args(args: argparse.Namespace) -> argparse.Namespace:
-    """Create the output folder and settle the backend (with its one-line notice if needed)."""
+    """Create the output folder and settle the backend (with its one-line notice if needed).
+    With --distributed: start MPI; ranks other than 0 print, plot and draw bars nothing."""
+    args.rank, args.size = 0, 1
+    if getattr(args, "distributed", False):
+        from rnncomp.train import distributed as dist
+
+        dist.init()
+        args.rank, args.size = dist.rank(), dist.size()
+        if args.rank != 0:
+            args.no_plot = args.no_progress = True
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+        else:
+            print(f"distributed: {args.size} MPI rank(s); each step's batch is split "
+                  f"among them", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     args.backend = resolve_backend(args.backend)
     return args
+
+
+def distributed(args: argparse.Namespace) -> str | None:
+    """The Trainer's `distributed` argument for these options ("mpi" or None)."""
+    return "mpi" if getattr(args, "distributed", False) else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ trains with softmax cross-entropy and Adam (lr 0.001, batch 150), as in the book
     python examples/mnist_classifier.py                     # basic RNN, 5 epochs
     python examples/mnist_classifier.py --cell lstm --epochs 30
     python examples/mnist_classifier.py --data ~/mnist      # full MNIST / Fashion-MNIST folder
+    mpiexec -n 2 python examples/mnist_classifier.py --distributed   # data-parallel, 2 ranks
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def main(argv=None):
     run = C.Runner(backend)
     print(f"model: {args.cell}, {args.units} units, {nparams} parameters, backend {backend}")
 
-    trainer = Trainer(model, loss_output="loss", optimizer=optim.Adam(args.lr), backend=backend)
+    trainer = Trainer(model, loss_output="loss", optimizer=optim.Adam(args.lr), backend=backend,
+                      distributed=C.distributed(args))
 
     def epoch_batches(epoch, rng):
         it = batches((Xtr, ytr), args.batch_size, shuffle=True, rng=rng)
@@ -118,6 +120,8 @@ def main(argv=None):
             yield {"X": xb, "y": yb}
 
     def evaluate(params):
+        if args.rank != 0:  # distributed: rank 0 evaluates (every rank holds the same params)
+            return {"test_acc": float("nan")}
         return {"test_acc": losses.accuracy(predict(run, model, params, Xte), yte)}
 
     def report(state, row):
@@ -130,10 +134,11 @@ def main(argv=None):
     accs = hist.metric("test_acc")
     times = hist.metric("time")
     print(f"final test accuracy {accs[-1]:.4f} (best {max(accs):.4f}), mean epoch time "
-          f"{np.mean(times):.1f}s")
+          f"{np.mean(times):.1f}s, last epoch {len(Xtr) / times[-1]:.0f} images/s")
     C.result(example="mnist", cell=args.cell, backend=backend, test_accuracy=accs[-1],
              best_test_accuracy=max(accs), train_loss=hist.metric("loss"), test_acc=accs,
-             epoch_time=float(np.mean(times)))
+             epoch_time=float(np.mean(times)), epoch_times=times, ranks=args.size,
+             images_per_s=len(Xtr) / times[-1])
 
     plt = C.pyplot(args)
     if plt is not None:

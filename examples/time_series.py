@@ -8,6 +8,7 @@ reads the last 20 values and appends its prediction for the next one).
 
     python examples/time_series.py                   # 1500 iterations, as in the book
     python examples/time_series.py --cell lstm --iterations 3000
+    mpiexec -n 2 python examples/time_series.py --distributed   # data-parallel, 2 ranks
 """
 
 from __future__ import annotations
@@ -103,13 +104,15 @@ def main(argv=None):
     print(f"model: {args.cell} ({args.units} units) + output projection, "
           f"{sum(v.size for v in params.values())} parameters, backend {backend}")
 
-    trainer = Trainer(model, loss_output="loss", optimizer=optim.Adam(args.lr), backend=backend)
-    opt_state = trainer.init(params).opt_state
+    trainer = Trainer(model, loss_output="loss", optimizer=optim.Adam(args.lr), backend=backend,
+                      distributed=C.distributed(args))
+    state = trainer.init(params)  # distributed: rank 0's parameters on every rank
+    params, opt_state = state.params, state.opt_state
     curve = []
     with C.Timer() as tm:
         bar = C.progress(range(args.iterations), args, total=args.iterations, desc="training")
         for it in bar:
-            X, y = windows(rng, args.batch_size, n)
+            X, y = windows(rng, args.batch_size, n)  # distributed: each rank its rows
             params, opt_state, loss, _ = trainer.step(params, opt_state, {"X": X, "y": y})
             curve.append(loss)
             if (it + 1) % max(1, args.iterations // 5) == 0 or it + 1 == args.iterations:
