@@ -1,9 +1,9 @@
-"""Shared test set-up: tests/ on sys.path (for `import reference_cells`), an rng fixture,
-and a `verified` helper fixture that runs the verifier on every graph a test builds."""
+"""Shared test set-up: tests/ on sys.path (for `import helpers`, `import reference_cells`) and
+an rng fixture. Shared helpers (golden files, comparisons, the cell table, the loss model,
+example and subprocess runners) live in tests/helpers.py."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,9 +13,6 @@ import pytest
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
-
-GOLDEN_DIR = TESTS_DIR / "golden"
-UPDATE_GOLDEN = os.environ.get("RNNCOMP_UPDATE_GOLDEN") == "1"
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from rnncomp.transforms.autodiff import grad_graph, vjp_graph
 from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, Op
 from rnncomp.ir.ops import NOT_DIFFERENTIABLE, REGISTRY
-from cell_zoo import BUILTIN_CELLS
+from helpers import BUILTIN_CELLS
 
 EPS = 1e-6
 RTOL = 1e-6
@@ -615,12 +615,6 @@ def test_value_and_grad_dispatches_to_compile_graph(monkeypatch, rng):
 
 
 def test_compiled_cpu_gradients_equal_the_interpreter(rng):
-    pytest.importorskip("numba")
-    try:
-        from rnncomp.runtime.compiler import compile_graph  # noqa: F401
-    except ImportError:
-        pytest.skip("rnncomp.runtime.compiler is not available yet")
-
     def fn(X, L):
         out, _ = rc.dynamic_rnn(rc.LSTMCell(4, use_peepholes=True), X, sequence_length=L)
         return rc.mean(rc.square(out))

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import GOLDEN_DIR, UPDATE_GOLDEN
+from helpers import TESTS_DIR, golden
 
 import rnncomp as rc
 
@@ -32,22 +32,11 @@ GRAPHS = {
 }
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN_DIR / f"{name}.txt"
-    if UPDATE_GOLDEN or not path.exists():
-        if not UPDATE_GOLDEN:
-            pytest.fail(f"golden file {path} is missing; run with RNNCOMP_UPDATE_GOLDEN=1")
-        path.write_text(text + "\n")
-    assert text + "\n" == path.read_text(), (
-        f"printed IR differs from {path}; if the change is intended, rerun with "
-        f"RNNCOMP_UPDATE_GOLDEN=1 and review the diff")
-
-
 @pytest.mark.parametrize("name", list(GRAPHS))
 def test_golden(name):
     g = GRAPHS[name]()
     rc.verify(g)
-    check_golden(name, str(g))
+    golden(TESTS_DIR / "golden" / f"{name}.txt", str(g))
 
 
 @pytest.mark.parametrize("name", list(GRAPHS))

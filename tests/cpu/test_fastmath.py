@@ -1,4 +1,7 @@
-"""Accuracy, special-value and vectorization tests for backends/cpu/fastmath.py."""
+"""Accuracy, special-value and vectorization tests for backends/cpu/fastmath.py: the functions
+generated kernels call (fm.tanh / sigmoid / exp / log / relu, dispatching on the dtype to the
+_f32 / _f64 versions). Speed is measured by bench/, not asserted here (a wall-clock bound
+fails on a loaded machine and passes on a broken one)."""
 
 import re
 
@@ -6,14 +9,7 @@ import numpy as np
 import pytest
 from numba import njit
 
-try:  # installed layout (pyproject maps backends/ -> rnncomp.backends)
-    from rnncomp.backends.cpu import fastmath as fm
-except ImportError:  # source checkout
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    from rnncomp.backends.cpu import fastmath as fm
+from rnncomp.backends.cpu import fastmath as fm
 
 KW = dict(error_model="numpy", fastmath=fm.KERNEL_FASTMATH)
 
@@ -154,17 +150,6 @@ def test_generic_dispatch_keeps_dtype():
     assert abs(fm.tanh(0.5) - np.tanh(0.5)) < 1e-16
 
 
-def test_derivative_helpers():
-    y = np.float32(0.3)
-
-    @njit(**KW)
-    def k(y):
-        return fm.dtanh_from_y(y), fm.dsigmoid_from_y(y)
-
-    a, b = k(y)
-    assert abs(a - (1 - 0.09)) < 1e-7 and abs(b - 0.21) < 1e-7
-
-
 @pytest.mark.parametrize("name", ["tanh_f32", "sigmoid_f32", "exp_f32", "tanh_f64"])
 def test_loop_is_vectorized(name):
     """The loop body must compile to packed (ymm/zmm) code with no libm calls."""
@@ -176,25 +161,3 @@ def test_loop_is_vectorized(name):
     packed = re.findall(r"\bv(?:fmadd|fmsub|fnmadd|mul|add|div)\w*p[sd]\s+[^\n]*[yz]mm", asm)
     assert len(packed) >= 8, "no packed float ops: loop not vectorized"
     assert not re.search(r"call[^\n]*(tanh|expf?\b|exp@)", asm)
-
-
-def test_faster_than_scalar_libm():
-    """Timing smoke test: >= 4x faster than math.tanh in the same loop (87x measured)."""
-    import math
-    import time
-
-    x = np.random.default_rng(0).uniform(-5, 5, 1 << 18).astype(np.float32)
-    ours = _apply(fm.tanh_f32)
-    libm = _apply(njit(inline="always")(lambda v: math.tanh(v)))
-    ours(x)
-    libm(x)
-
-    def best(fn):
-        ts = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            fn(x)
-            ts.append(time.perf_counter() - t0)
-        return min(ts)
-
-    assert best(ours) * 4 < best(libm)

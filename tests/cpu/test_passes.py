@@ -24,7 +24,7 @@ from rnncomp.runtime.interp import evaluate
 from rnncomp.ir import Graph, GroupOp, Op
 from rnncomp.transforms.passes import PIPELINE, optimize
 from rnncomp.frontend.trace import flatten
-from cell_zoo import BUILTIN_CELLS
+from helpers import BUILTIN_CELLS
 
 PASS_NAMES = [name for name, _ in PIPELINE]
 B, T, I = 3, 4, 2
