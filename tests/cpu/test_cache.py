@@ -153,3 +153,56 @@ def test_env_var_selects_the_cache_dir(cpu_cache_dir):
         warnings.simplefilter("error")
         cg = compile_graph(_model(H=9).graph)
     assert cg.path.parent == cpu_cache_dir
+
+
+def test_changing_a_helper_file_recompiles(tmp_path, monkeypatch):
+    """The key covers the backend's helper modules (backends/cpu/fastmath.py, runtime.py): a
+    changed helper gives a new key and a new module file, so kernels compiled with the old helper
+    code are never reused (a user upgrading rnncomp in place included)."""
+    from rnncomp.backends.cpu import driver
+
+    copies = []
+    for f in driver.CODE_FILES:
+        c = tmp_path / "helpers" / Path(f).name
+        c.parent.mkdir(exist_ok=True)
+        c.write_bytes(Path(f).read_bytes())
+        copies.append(c)
+    monkeypatch.setattr(driver, "CODE_FILES", tuple(copies))
+    base = compile_graph(_model(H=5).graph, cache=tmp_path)
+    keys = {base.key}
+    for c in copies:
+        original = c.read_bytes()
+        c.write_bytes(original + b"\n# changed\n")
+        cg = compile_graph(_model(H=5).graph, cache=tmp_path)
+        assert cg.key not in keys, f"changing {c.name} kept the cache key"
+        assert cg.path != base.path and cg.path.exists() and cg.source == base.source
+        keys.add(cg.key)
+        c.write_bytes(original)  # the same contents again: the first key
+        again = compile_graph(_model(H=5).graph, cache=tmp_path)
+        assert again.key == base.key and again.path == base.path
+
+
+def test_generated_imports_are_covered_by_the_key():
+    """Every rnncomp module the generated source imports is in driver.CODE_FILES (else a change
+    to it would not change the key)."""
+    import importlib
+    import re
+
+    from rnncomp.backends.cpu import driver
+
+    cg = compile_graph(_model(H=5).graph)
+    covered = {Path(f).resolve() for f in driver.CODE_FILES}
+    imported = []
+    for line in cg.source.splitlines():
+        m = re.match(r"\s*from (rnncomp[\w.]*) import (\w+)", line)
+        if m:
+            mod = importlib.import_module(f"{m.group(1)}.{m.group(2)}")
+        else:
+            m = re.match(r"\s*import (rnncomp[\w.]*)", line)
+            if not m:
+                continue
+            mod = importlib.import_module(m.group(1))
+        imported.append(mod.__name__)
+        assert Path(mod.__file__).resolve() in covered, \
+            f"the kernel imports {mod.__name__} ({mod.__file__}), which the cache key ignores"
+    assert imported, "the generated source imports no rnncomp helper module (parser outdated?)"
