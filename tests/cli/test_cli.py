@@ -1,13 +1,13 @@
 """The `rnncomp` command line, run as a user runs it: in a subprocess, on examples/models.py.
 
 `python -m rnncomp.tools.cli` is used so the tests work without the console script; one test runs the
-installed `rnncomp` script when it is on PATH. Golden IR text lives in tests/cli/golden/;
-regenerate it with RNNCOMP_UPDATE_GOLDEN=1.
+installed `rnncomp` script (wherever rnncomp is pip-installed). Golden IR text lives in
+tests/cli/golden/ (tests/helpers.py `golden`: regenerate it with RNNCOMP_UPDATE_GOLDEN=1).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 import os
 import re
 import shutil
@@ -17,14 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import golden
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = "examples/models.py"
 GOLDEN = Path(__file__).resolve().parent / "golden"
-UPDATE = os.environ.get("RNNCOMP_UPDATE_GOLDEN") == "1"
 
-HAS_PASSES = importlib.util.find_spec("rnncomp.transforms.passes") is not None
-HAS_COMPILER = importlib.util.find_spec("rnncomp.runtime.compiler") is not None
 HAS_DOT = shutil.which("dot") is not None
 
 
@@ -55,19 +53,6 @@ def fails(*args: str, code: int | None = None, **kw) -> str:
     return lines[0]
 
 
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / f"{name}.txt"
-    if UPDATE or not path.exists():
-        if not UPDATE and os.environ.get("CI"):
-            pytest.fail(f"golden file {path} is missing; run with RNNCOMP_UPDATE_GOLDEN=1")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        return
-    want = path.read_text()
-    assert text == want, (f"{name}: printed IR differs from {path} (rerun with "
-                          f"RNNCOMP_UPDATE_GOLDEN=1 if the change is intended)")
-
-
 # --- help ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("sub", [[], ["inspect"], ["run"], ["bench"], ["cache"]])
 def test_help(sub):
@@ -87,7 +72,7 @@ def test_no_command_prints_help():
 def test_inspect_traced_golden(model):
     out = ok("inspect", f"{MODELS}:{model}", "--stage", "traced")
     assert out.startswith("# a=")
-    check_golden(f"{model}_traced", out)
+    golden(GOLDEN / f"{model}_traced.txt", out)
 
 
 def test_inspect_default_stage_is_traced():
@@ -124,14 +109,12 @@ def test_list_stages():
     names = ok("inspect", f"{MODELS}:lstm", "--list-stages").split()
     assert names[0] == "traced"
     assert {"optimized", "backward"} <= set(names)
-    if HAS_PASSES:
-        from rnncomp.transforms.passes import PIPELINE
+    from rnncomp.transforms.passes import PIPELINE
 
-        pipeline = [p[0] if isinstance(p, tuple) else p.name for p in PIPELINE]
-        assert names[1:1 + len(pipeline)] == pipeline
+    pipeline = [p[0] if isinstance(p, tuple) else p.name for p in PIPELINE]
+    assert names[1:1 + len(pipeline)] == pipeline
 
 
-@pytest.mark.skipif(not HAS_PASSES, reason="rnncomp.transforms.passes not available")
 def test_inspect_optimized_and_pass_stages():
     names = ok("inspect", f"{MODELS}:lstm", "--list-stages").split()
     traced = ok("inspect", f"{MODELS}:lstm")
@@ -143,7 +126,6 @@ def test_inspect_optimized_and_pass_stages():
     assert r.returncode == 0 and first_pass in r.stderr
 
 
-@pytest.mark.skipif(not HAS_PASSES, reason="rnncomp.transforms.passes not available")
 def test_diff_traced_optimized():
     out = ok("inspect", f"{MODELS}:lstm", "--diff", "traced", "optimized")
     lines = out.splitlines()
@@ -154,17 +136,31 @@ def test_diff_traced_optimized():
     assert "no differences" in same
 
 
-@pytest.mark.skipif(not HAS_PASSES, reason="rnncomp.transforms.passes not available")
 def test_diff_consecutive_passes():
+    """--diff A B prints exactly the unified diff of what --stage A and --stage B print: for a
+    pair of consecutive passes that changes the graph, and "no differences" only for a pair
+    that does not."""
+    import difflib
+
+    from rnncomp.ir.printer import pformat
+    from rnncomp.tools.cli import Stages, load_model
+
     names = ok("inspect", f"{MODELS}:lstm", "--list-stages").split()
-    out = ok("inspect", f"{MODELS}:lstm", "--diff", names[1], names[2])
-    assert out.startswith(f"--- {names[1]}\n+++ {names[2]}") or "no differences" in out
-
-
-@pytest.mark.skipif(HAS_PASSES, reason="rnncomp.transforms.passes is available")
-def test_optimized_not_available_yet():
-    msg = fails("inspect", f"{MODELS}:lstm", "--stage", "optimized", code=3)
-    assert "not available yet" in msg and "passes" in msg
+    stages = Stages(load_model(f"{REPO / MODELS}:lstm", {}).graph)
+    texts = [pformat(stages.get(n)) for n in names]
+    pairs = list(zip(names[1:-1], names[2:], texts[1:-1], texts[2:], strict=True))
+    changed = next(p for p in pairs if p[2] != p[3])
+    same = next((p for p in pairs if p[2] == p[3]), None)
+    for a, b, ta, tb in [changed] + ([same] if same else []):
+        out = ok("inspect", f"{MODELS}:lstm", "--diff", a, b)
+        sa = ok("inspect", f"{MODELS}:lstm", "--stage", a)
+        sb = ok("inspect", f"{MODELS}:lstm", "--stage", b)
+        want = list(difflib.unified_diff(sa.splitlines(), sb.splitlines(), fromfile=a, tofile=b,
+                                         lineterm=""))
+        if ta != tb:
+            assert want and out.splitlines() == want, out
+        else:
+            assert sa == sb and out.strip() == f"(no differences between {a} and {b})"
 
 
 # --- inspect: DOT, SVG, PNG ------------------------------------------------------------------
@@ -216,11 +212,6 @@ def test_svg_without_graphviz_is_a_clear_error(tmp_path):
 # --- inspect: generated source ---------------------------------------------------------------
 def test_inspect_source_cpu():
     r = cli("inspect", f"{MODELS}:lstm", "--source", "cpu")
-    if not HAS_COMPILER:
-        assert r.returncode == 3
-        assert r.stderr.strip() == ("rnncomp: not available yet: the CPU backend "
-                                    "(rnncomp.runtime.compiler.compile_graph)")
-        return
     assert r.returncode == 0, r.stderr
     assert "def " in r.stdout
 
@@ -263,10 +254,6 @@ def test_run_inputs_npz_and_save(tmp_path):
 
 def test_run_cpu_backend():
     r = cli("run", f"{MODELS}:lstm", "--backend", "cpu", "--repeat", "2")
-    if not HAS_COMPILER:
-        assert r.returncode == 3
-        assert "not available yet" in r.stderr and "cpu backend" in r.stderr
-        return
     assert r.returncode == 0, r.stderr
     assert "[0]: float32 (4, 10, 4)" in r.stdout and "compile:" in r.stdout
 
@@ -319,11 +306,7 @@ def test_bad_kwarg():
 
 # --- bench -----------------------------------------------------------------------------------
 def test_bench():
-    script = REPO / "bench" / "bench_cpu.py"
-    if not script.exists():
-        msg = fails("bench", code=3)
-        assert msg.startswith("rnncomp: not available yet: ") and "bench_cpu.py" in msg
-        return
+    assert (REPO / "bench" / "bench_cpu.py").exists()
     r = cli("bench", "--", "--help", timeout=120)
     assert r.returncode == 0, r.stderr
     assert "usage" in r.stdout.lower()
@@ -370,9 +353,22 @@ def test_cache_dir_tilde_is_expanded_like_the_compiler(tmp_path):
 
 
 # --- the installed console script ------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("rnncomp") is None, reason="console script not installed")
+def _pip_installed() -> bool:
+    try:
+        importlib.metadata.distribution("rnncomp")
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not _pip_installed(), reason="rnncomp is not pip-installed (no console script)")
 def test_installed_script():
-    r = subprocess.run(["rnncomp", "inspect", f"{MODELS}:lstm"], cwd=REPO, capture_output=True,
+    """The `rnncomp` console script (PATH first, else next to this Python: .ci/run puts its venv's
+    bin on PATH) prints what `python -m rnncomp.tools.cli` prints."""
+    script = shutil.which("rnncomp", path=os.pathsep.join([os.environ.get("PATH", ""),
+                                                          str(Path(sys.executable).parent)]))
+    assert script, "rnncomp is installed but its console script is not found"
+    r = subprocess.run([script, "inspect", f"{MODELS}:lstm"], cwd=REPO, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout == ok("inspect", f"{MODELS}:lstm")
