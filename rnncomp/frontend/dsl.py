@@ -215,6 +215,12 @@ def reshape(x: Node, shape: Sequence[int | str]) -> Node:
     if -1 in shape:
         known = ops.numel_known(x.shape)
         rest = ops.numel_known(tuple(d for d in shape if d != -1))
+        if known is None and rest is not None:
+            raise ShapeError(f"reshape: -1 would stand for a product with the symbolic dims of "
+                             f"[{shape_str(x.shape)}] (to {shape}); rnncomp keeps symbolic "
+                             f"dims (B, T) as axes of their own: apply the op to the array "
+                             f"as it is (rc.layers.dense and matmul act on the last axis of "
+                             f"[B, T, F]), or give the input a static batch size")
         if known is None or rest is None or rest == 0 or known % rest:
             raise ShapeError(f"reshape: cannot infer -1 reshaping [{shape_str(x.shape)}] to "
                              f"{shape}")
