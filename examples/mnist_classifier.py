@@ -61,8 +61,9 @@ def build_model(cell: str = "rnn", units: int = 150, n_classes: int = 10,
 def load(data_dir, train_size: int | None, test_size: int | None):
     folder = Path(data_dir) if data_dir else default_mnist_dir()
     if folder is None:
-        sys.exit("error: no MNIST data found: pass --data DIR (a folder with the four standard "
-                 "MNIST files) or set RNNCOMP_MNIST_DIR")
+        sys.exit("error: no MNIST data found (the mnist-10k copy shipped in "
+                 "rnncomp/train/datasets is missing from this installation): pass --data DIR "
+                 "(a folder with the four standard MNIST files) or set RNNCOMP_MNIST_DIR")
     Xtr, ytr = load_mnist(folder, "train")
     Xte, yte = load_mnist(folder, "test")
     Xtr, ytr = Xtr[:train_size], ytr[:train_size]
@@ -92,8 +93,10 @@ def main(argv=None):
     p.add_argument("--units", type=int, default=150, help="recurrent units (default 150)")
     p.add_argument("--batch-size", type=int, default=150, help="default 150")
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate (default 0.001)")
-    p.add_argument("--data", default=None, help="MNIST-format folder (default: "
-                   "rnncomp.train.data.default_mnist_dir(), i.e. shared/data/mnist-10k)")
+    p.add_argument("--data", default=None, help="MNIST-format folder: full MNIST, or "
+                   "Fashion-MNIST (Debian: apt-get install dataset-fashion-mnist, then --data "
+                   "/usr/share/datasets/fashion-mnist) (default: $RNNCOMP_MNIST_DIR, else the "
+                   "mnist-10k subset shipped in rnncomp/train/datasets)")
     p.add_argument("--train-size", type=int, default=None, help="use only the first N training "
                    "digits")
     p.add_argument("--test-size", type=int, default=None, help="use only the first N test digits")

@@ -3,7 +3,7 @@
 - `golden(path, text)`: the one golden-file check. A missing or different file fails; only
   RNNCOMP_UPDATE_GOLDEN=1 (re)writes files.
 - `rel_err`, `assert_close`: the comparisons the backend tests use.
-- `run_example` / `needs_mnist`: run an example script in a subprocess and read its result line.
+- `run_example`: run an example script in a subprocess and read its result line.
 - `run_child` / `run_pytest_child`: subprocesses whose failure (or error) fails the parent.
 - `CELLS`: the one table of built-in cells and wrappers, each with its independent NumPy oracle
   (tests/reference_cells.py) and, where PyTorch has the cell, the torch module kind.
@@ -147,14 +147,6 @@ def run_example(name: str, *args: str, out: Path | None = None, timeout: int = 3
     return json.loads(lines[-1][len("result: "):]), proc.stdout
 
 
-def have_mnist() -> bool:
-    from rnncomp.train.data import default_mnist_dir
-
-    return default_mnist_dir() is not None
-
-
-needs_mnist = pytest.mark.skipif(not have_mnist(), reason="MNIST data not found (shared/data/"
-                                 "mnist-10k is absent outside the project; set RNNCOMP_MNIST_DIR)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 
 __all__ = [
     "IDX_DTYPES",
+    "SHIPPED_MNIST_DIR",
     "batches",
     "default_mnist_dir",
     "load_mnist",
@@ -189,19 +190,24 @@ def _is_mnist_dir(p: Path) -> bool:
     return any(_find(p, mnist_filenames(k)[0]) is not None for k in _MNIST_PREFIX)
 
 
-def default_mnist_dir() -> Path | None:
-    """Where to find MNIST without configuration, or ``None``.
+# the 8000/2000-digit subset shipped inside the package (README.md there: provenance, licence)
+SHIPPED_MNIST_DIR = Path(__file__).resolve().parent / "datasets" / "mnist-10k"
 
-    Order: ``$RNNCOMP_MNIST_DIR`` (if it is an existing MNIST folder), then
-    ``shared/data/mnist-10k`` next to the repository checkout.  Only folders
-    that actually contain MNIST files are returned, so callers (examples,
-    tests) can skip cleanly on ``None``.
+
+def default_mnist_dir() -> Path | None:
+    """Where to find MNIST without configuration.
+
+    Order: ``$RNNCOMP_MNIST_DIR`` (if it is an existing MNIST folder: full MNIST,
+    Fashion-MNIST, ...), then the mnist-10k subset shipped inside the package
+    (``SHIPPED_MNIST_DIR``: 8000 train / 2000 test digits, 1.6 MB), so a fresh
+    clone or a pip install finds data from any working directory. ``None`` only if
+    the shipped copy was removed from the installation.
     """
     env = os.environ.get("RNNCOMP_MNIST_DIR")
     candidates = []
     if env:
         candidates.append(Path(env).expanduser())
-    candidates.append(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist-10k")
+    candidates.append(SHIPPED_MNIST_DIR)
     for c in candidates:
         if _is_mnist_dir(c):
             return c

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_examples_smoke import needs_mnist, run_example
+from test_examples_smoke import run_example
 
 BAR_BACKEND = os.environ.get("RNNCOMP_EXAMPLES_BACKEND")  # None: the example's default (cpu)
 
@@ -38,7 +38,6 @@ def test_encoder_decoder_exact_match(tmp_path):
 
 
 @pytest.mark.slow
-@needs_mnist
 @pytest.mark.parametrize("cell,bar", [("rnn", 0.92), ("lstm", 0.95)])
 def test_mnist_accuracy_bar(tmp_path, cell, bar):
     res, _ = run_example("mnist_classifier.py", "--cell", cell, "--epochs", "30", out=tmp_path,

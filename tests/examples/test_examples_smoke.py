@@ -48,14 +48,6 @@ def run_example(name: str, *args: str, out: Path | None = None, timeout: int = 3
     return json.loads(lines[-1][len("result: "):]), proc.stdout
 
 
-def have_mnist() -> bool:
-    from rnncomp.train.data import default_mnist_dir
-
-    return default_mnist_dir() is not None
-
-
-needs_mnist = pytest.mark.skipif(not have_mnist(), reason="MNIST data not found (shared/data/"
-                                 "mnist-10k is absent outside the project; set RNNCOMP_MNIST_DIR)")
 
 ALL = ["mnist_classifier.py", "time_series.py", "deep_rnn.py", "tbptt_long_sequences.py",
        "encoder_decoder.py", "checkpoint_resume.py"]
@@ -70,7 +62,6 @@ def test_help(name):
     assert "Defaults:" in proc.stdout  # says what the defaults do and how long they take
 
 
-@needs_mnist
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "peephole", "gru"])
 def test_mnist_smoke(tmp_path, cell):
     res, out = run_example("mnist_classifier.py", "--epochs", "1", "--train-size", "300",
@@ -135,7 +126,6 @@ def test_no_plot_option(tmp_path):
     assert not list(tmp_path.glob("*.png"))
 
 
-@needs_mnist
 def test_cpu_backend_smoke(tmp_path):
     """Default backend (cpu): the example really runs compiled (the examples fall back to the
     interpreter with a `note:` line if a compiled backend fails; that must not happen here)."""
