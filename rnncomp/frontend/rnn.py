@@ -16,7 +16,7 @@ from . import dsl
 from ..ir import ops
 from .cells import RNNCell, as_cell
 from ..ir.dtypes import DType, as_dtype
-from ..ir.graph import Node, Op, shape_str
+from ..ir.graph import Node, Op, Unroll, shape_str
 from .trace import (
     RuntimeCheck,
     TraceError,
@@ -231,6 +231,7 @@ def static_rnn(
     if sequence_length is not None:
         sequence_length = _check_seq_len(sequence_length, B, len(inputs), fn)
     outputs = []
+    states = [tuple(flat)]
     with variable_scope(scope or "rnn"):
         for t, x in enumerate(inputs):
             out, new_state = cell(x, unflatten(tree, flat))
@@ -242,6 +243,10 @@ def static_rnn(
                 out = ops.where(valid, out, ops.const(0.0, out.dtype))
             flat = new_flat
             outputs.append(out)
+            states.append(tuple(flat))
+    # a hint for the reroll pass, which turns the T copies into one scan when they are the same
+    # step (the traced graph keeps the copies)
+    current().unrolls.append(Unroll(tuple(inputs), tuple(states), tuple(outputs)))
     return outputs, unflatten(tree, flat)
 
 

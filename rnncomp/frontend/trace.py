@@ -14,7 +14,7 @@ from typing import Any
 
 from ..ir import ops
 from ..ir.dtypes import DType, as_dtype
-from ..ir.graph import Graph, Node, Op, Shape, shape_str, substitute, toposort
+from ..ir.graph import Graph, Node, Op, Shape, shape_str, substitute, toposort, Unroll
 
 
 class TraceError(ValueError):
@@ -66,6 +66,7 @@ class TraceContext:
         self.inputs: dict[str, Node] = {}
         self.checks: list[RuntimeCheck] = []
         self.step_stack: list[Node] = []  # step-index placeholders of enclosing scan bodies
+        self.unrolls: list[Unroll] = []  # static unrolls, for the reroll pass (Graph.unrolls)
         self.random_sites = 0
         self.memo: dict[Any, Any] = {}  # per-trace state of front-end objects (dropout sites)
 

@@ -15,6 +15,7 @@ import enum
 import itertools
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .dtypes import DType
@@ -230,6 +231,18 @@ def users(nodes: Sequence[Node]) -> dict[int, list[Node]]:
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class Unroll:
+    """A static unroll as the tracer saw it: T calls of one step function, where step t maps
+    (states[t], xs[t]) to (states[t + 1], outputs[t]). `states` has T + 1 entries (the flat state
+    before each step and the final one). A hint only: the reroll pass checks that every step
+    really is the same function before it replaces the copies by a scan."""
+
+    xs: tuple[Node, ...]
+    states: tuple[tuple[Node, ...], ...]
+    outputs: tuple[Node, ...]
+
+
 class Graph:
     """An immutable function: input leaves (INPUT/PARAM or PLACEHOLDER for bodies) -> outputs.
 
@@ -237,11 +250,15 @@ class Graph:
     walking back from the outputs, so dead code is never part of a graph.
     """
 
-    __slots__ = ("inputs", "outputs", "_nodes", "__weakref__")
+    __slots__ = ("inputs", "outputs", "unrolls", "_nodes", "__weakref__")
 
-    def __init__(self, inputs: Sequence[Node], outputs: Sequence[Node]):
+    def __init__(self, inputs: Sequence[Node], outputs: Sequence[Node],
+                 unrolls: Sequence[Unroll] = ()):
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
+        # static unrolls recorded by the tracer (static_rnn): the reroll pass turns each into
+        # one scan; every other pass drops them (they describe the traced graph's nodes only)
+        self.unrolls = tuple(unrolls)
         self._nodes: list[Node] | None = None
 
     @property

@@ -916,6 +916,42 @@ def scan(body: Graph, carries: Sequence[Node], xs: Sequence[Node], invariants: S
     return [make(Op.ITEM, s, index=k) for k in range(len(s.shape[1]))]
 
 
+def close_body(own: Sequence[Node], outputs: Sequence[Node]) -> tuple[Graph, list[Node]]:
+    """Turn traced body outputs into a Graph over (own placeholders..., invariants...).
+
+    Every maximal sub-expression that does not depend on the body's own placeholders (params,
+    outer inputs, outer computations, outer bodies' placeholders) becomes a loop invariant: it
+    is computed once outside the loop and enters the body as a placeholder, as in JAX's
+    closure conversion. Scalar literals stay inline. Used by the tracer (scans) and by the
+    reroll pass (static unrolls that become scans).
+    """
+    from .graph import substitute, toposort
+
+    own_ids = {id(p) for p in own}
+    order = toposort(outputs)
+    dep: dict[int, bool] = {}
+    for n in order:
+        dep[id(n)] = id(n) in own_ids or any(dep[id(i)] for i in n.inputs)
+    free: list[Node] = []
+    seen: set[int] = set()
+
+    def consider(x: Node):
+        if not dep[id(x)] and x.op is not Op.CONST and id(x) not in seen:
+            seen.add(id(x))
+            free.append(x)
+
+    for n in order:
+        if dep[id(n)]:
+            for i in n.inputs:
+                consider(i)
+    for o in outputs:
+        consider(o)
+    mapping = {id(f): placeholder(f.shape, f.dtype, role="inv") for f in free}
+    new_outputs = substitute(outputs, mapping, remake)
+    body = Graph(list(own) + [mapping[id(f)] for f in free], new_outputs)
+    return body, free
+
+
 def placeholder(shape: Shape, dtype: DType | str, role: str = "") -> Node:
     from .graph import fresh_id
 

@@ -82,7 +82,7 @@ def trace(fn: Callable[..., Any], inputs: Mapping[str, Input | tuple], dtype: An
                              f"or dicts); output leaf {k} is {type(o).__name__}")
     implicit = [ctx.inputs[k] for k in sorted(ctx.inputs)]
     params = [node for node, _, _ in ctx.params.values()]
-    graph = Graph(list(nodes.values()) + implicit + params, flat)
+    graph = Graph(list(nodes.values()) + implicit + params, flat, ctx.unrolls)
     return Traced(graph, {k: s for k, (_, s, _) in ctx.params.items()}, tree, ctx.checks,
                   list(nodes))
 

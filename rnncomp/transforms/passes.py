@@ -80,6 +80,149 @@ def rewrite(g: Graph, rules: list[Rule], max_iter: int = 50) -> Graph:
 
 
 # ---------------------------------------------------------------------------------------------
+# Reroll: a static unroll (T copies of one step) becomes one scan
+# ---------------------------------------------------------------------------------------------
+class _NoReroll(Exception):
+    pass
+
+
+def _anti_unify(a_outs: list[Node], b_outs: list[Node], pairs: dict[tuple[int, int], Node],
+                step: Node) -> list[Node]:
+    """The step function behind two consecutive steps a (= step 0) and b (= step 1): nodes equal
+    in both are shared (invariants), the pairs (state_t, state_t+1), (x_t, x_t+1) become the
+    body's placeholders, integer literals 0 / 1 become the step index, anything else must have
+    the same op and attrs on both sides."""
+    memo: dict[tuple[int, int], Node] = {}
+
+    def au(a: Node, b: Node) -> Node:
+        if a is b:
+            return a
+        key = (id(a), id(b))
+        if key in pairs:
+            return pairs[key]
+        if key in memo:
+            return memo[key]
+        if (a.op is Op.CONST and b.op is Op.CONST and a.dtype is b.dtype and a.dtype.is_int
+                and a.shape == () and a.attr("value") == 0 and b.attr("value") == 1):
+            r = ops.cast(step, a.dtype)
+        elif (a.op is b.op and a.op is not Op.SCAN and len(a.inputs) == len(b.inputs)
+              and dict(a.attrs) == dict(b.attrs)):
+            r = ops.remake(a, [au(x, y) for x, y in zip(a.inputs, b.inputs)])
+        else:
+            raise _NoReroll(f"steps differ at {a!r} / {b!r}")
+        memo[key] = r
+        return r
+
+    return [au(a, b) for a, b in zip(a_outs, b_outs)]
+
+
+def _instantiate(outs: list[Node], env: dict[int, Node], step: Node, t: int) -> list[Node]:
+    """The body's outputs at step t (placeholders replaced, the step index a literal): the same
+    interned nodes as the unrolled step t iff the two compute the same thing."""
+    memo: dict[int, Node] = dict(env)
+    memo[id(step)] = ops.const(t, DType.i32)
+    for n in toposort(outs):
+        if id(n) in memo:
+            continue
+        if n.op is Op.CAST and n.inputs[0] is step:
+            memo[id(n)] = ops.const(t, n.dtype)
+            continue
+        new = [memo.get(id(i), i) for i in n.inputs]
+        memo[id(n)] = n if all(a is b for a, b in zip(new, n.inputs)) else ops.remake(n, new)
+    return [memo[id(o)] for o in outs]
+
+
+def _reroll_one(g: Graph, u) -> dict[int, Node] | None:
+    """Replacements (id(old node) -> new) that turn unroll `u` into a scan, or None."""
+    T = len(u.xs)
+    if T < 2 or len(u.states) != T + 1 or len(u.outputs) != T:
+        return None
+    ns = len(u.states[0])
+    step = ops.placeholder((), DType.i32, role="t")
+    c_ph = [ops.placeholder(c.shape, c.dtype, role="carry") for c in u.states[0]]
+    x_ph = ops.placeholder(u.xs[0].shape, u.xs[0].dtype, role="x")
+    pairs = {(id(a), id(b)): ph for a, b, ph in zip(u.states[0], u.states[1], c_ph)}
+    pairs[(id(u.xs[0]), id(u.xs[1]))] = x_ph
+    try:
+        outs = _anti_unify(list(u.states[1]) + [u.outputs[0]],
+                           list(u.states[2]) + [u.outputs[1]], pairs, step)
+    except _NoReroll:
+        return None
+    for t in range(T):  # every step must be this body, exactly
+        env = {id(ph): v for ph, v in zip(c_ph, u.states[t])}
+        env[id(x_ph)] = u.xs[t]
+        got = _instantiate(outs, env, step, t)
+        if any(a is not b for a, b in zip(got, list(u.states[t + 1]) + [u.outputs[t]])):
+            return None
+    # which values of the unroll are used outside it: the outputs, the final state and (as
+    # extra stacked outputs) any intermediate state; any other inner value blocks the reroll
+    inner = {id(n) for n in toposort(list(u.states[T]) + list(u.outputs))}
+    outer = {id(n) for n in toposort(list(u.states[0]) + list(u.xs))}
+    inner -= outer
+    mids = {id(n): (t, k) for t in range(1, T) for k, n in enumerate(u.states[t])}
+    outs_at = {id(o): t for t, o in enumerate(u.outputs)}
+    finals = {id(n) for n in u.states[T]}
+    stack_states = False
+    for n in g.nodes:
+        if id(n) in inner:
+            continue
+        for i in n.inputs:
+            if id(i) in inner and id(i) not in outs_at and id(i) not in finals:
+                if id(i) not in mids:
+                    return None
+                stack_states = True
+    live_out = [o for o in g.outputs if id(o) in inner]
+    if any(id(o) in mids for o in live_out):
+        stack_states = True
+    if any(id(o) not in outs_at and id(o) not in finals and id(o) not in mids for o in live_out):
+        return None
+    ys = [outs[ns]] + (list(outs[:ns]) if stack_states else [])
+    body, free = ops.close_body([step] + c_ph + [x_ph], list(outs[:ns]) + ys)
+    xs = ops.concat([ops.reshape(x, (1,) + tuple(x.shape)) for x in u.xs], axis=0)
+    res = ops.scan(body, list(u.states[0]), [xs], free)
+    carries, stacked = res[:ns], res[ns:]
+
+    def at(y: Node, t: int, like: Node) -> Node:
+        return ops.reshape(ops.slice_(y, 0, t, t + 1), tuple(like.shape))
+
+    repl: dict[int, Node] = {}
+    for t, o in enumerate(u.outputs):
+        repl.setdefault(id(o), at(stacked[0], t, o))
+    if stack_states:
+        for t in range(1, T):
+            for k, n in enumerate(u.states[t]):
+                repl.setdefault(id(n), at(stacked[1 + k], t - 1, n))
+    for k, n in enumerate(u.states[T]):
+        repl[id(n)] = carries[k]
+    return repl
+
+
+def reroll(g: Graph) -> Graph:
+    """Static unrolls become scans: T identical step bodies (recorded by static_rnn in
+    Graph.unrolls) are anti-unified into one body, checked to reproduce every step exactly
+    (nodes are interned, so "exactly" is object identity), and replaced by a scan over the
+    stacked inputs; the step outputs become slices of its stacked outputs. The traced graph
+    still shows T copies; compile time and code size no longer grow with T."""
+    if not g.unrolls:
+        return g
+    done: list[dict[int, Node]] = []
+    for u in g.unrolls:
+        if done:  # earlier rerolls rebuilt nodes this unroll refers to: follow them
+            T, ns = len(u.xs), len(u.states[0])
+            flat = list(u.xs) + [n for st in u.states for n in st] + list(u.outputs)
+            for r in done:
+                flat = substitute(flat, r, ops.remake)
+            xs, rest = flat[:T], flat[T:]
+            states = tuple(tuple(rest[t * ns:(t + 1) * ns]) for t in range(T + 1))
+            u = type(u)(tuple(xs), states, tuple(rest[(T + 1) * ns:]))
+        repl = _reroll_one(g, u)
+        if repl:
+            g = Graph(g.inputs, substitute(g.outputs, repl, ops.remake), g.unrolls)
+            done.append(repl)
+    return Graph(g.inputs, g.outputs)
+
+
+# ---------------------------------------------------------------------------------------------
 # Constant folding and algebraic simplification
 # ---------------------------------------------------------------------------------------------
 def _fold(n: Node) -> Node | None:
@@ -804,6 +947,7 @@ def simplify_graph_once(g: Graph) -> Graph:
 # The pipeline
 # ---------------------------------------------------------------------------------------------
 PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
+    ("reroll", reroll),
     ("fold_constants", fold_constants),
     ("simplify", simplify),
     ("cse", cse),
@@ -822,7 +966,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
 
 # the part of the pipeline that runs on a forward graph before autodiff (no fusion: autodiff
 # differentiates ordinary ops)
-FORWARD_PIPELINE = [p for p in PIPELINE if p[0] in ("fold_constants", "simplify", "cse", "licm",
+FORWARD_PIPELINE = [p for p in PIPELINE if p[0] in ("reroll", "fold_constants", "simplify", "cse", "licm",
                                                      "hoist", "licm2", "dce", "gate_fusion",
                                                      "licm3", "dce2")]
 
