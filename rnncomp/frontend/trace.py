@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir import ops
+from ..ir.ops import close_body
 from ..ir.dtypes import DType, as_dtype
 from ..ir.graph import Graph, Node, Op, Shape, shape_str, substitute, toposort, Unroll
 
@@ -212,39 +213,6 @@ def describe_tree(treedef: Any, leaves: Sequence[Node]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Closure conversion of loop bodies
 # ---------------------------------------------------------------------------------------------
-def close_body(own: Sequence[Node], outputs: Sequence[Node]) -> tuple[Graph, list[Node]]:
-    """Turn traced body outputs into a Graph over (own placeholders..., invariants...).
-
-    Every maximal sub-expression that does not depend on the body's own placeholders (params,
-    outer inputs, outer computations, outer bodies' placeholders) becomes a loop invariant: it
-    is computed once outside the loop and enters the body as a placeholder, as in JAX's
-    closure conversion. Scalar literals stay inline.
-    """
-    own_ids = {id(p) for p in own}
-    order = toposort(outputs)
-    dep: dict[int, bool] = {}
-    for n in order:
-        dep[id(n)] = id(n) in own_ids or any(dep[id(i)] for i in n.inputs)
-    free: list[Node] = []
-    seen: set[int] = set()
-
-    def consider(x: Node):
-        if not dep[id(x)] and x.op is not Op.CONST and id(x) not in seen:
-            seen.add(id(x))
-            free.append(x)
-
-    for n in order:
-        if dep[id(n)]:
-            for i in n.inputs:
-                consider(i)
-    for o in outputs:
-        consider(o)
-    mapping = {id(f): ops.placeholder(f.shape, f.dtype, role="inv") for f in free}
-    new_outputs = substitute(outputs, mapping, ops.remake)
-    body = Graph(list(own) + [mapping[id(f)] for f in free], new_outputs)
-    return body, free
-
-
 def trace_scan(
     fn: Callable[[Node, list[Node], list[Node]], tuple[list[Node], list[Node]]],
     carries: Sequence[Node],
