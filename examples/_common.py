@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import os
 
-# The examples' matrices are small (batch x a few hundred): one BLAS thread per process is
-# faster, and multi-threaded OpenBLAS collapses (30x slower) when the cores are shared. Must be
-# set before NumPy is imported; an explicit setting in the environment wins.
-for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
+# Threads: rnncomp's own default (rnncomp.get_num_threads(): 1 on machines with <= 2 CPUs,
+# $RNNCOMP_NUM_THREADS / $OMP_NUM_THREADS when set) applies to BLAS and the compiled loops.
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
@@ -27,7 +23,7 @@ import numpy as np  # noqa: E402
 
 import rnncomp as rc  # noqa: E402
 
-BACKENDS = ("cpu", "interp", "cuda")
+BACKENDS = ("auto", "cpu", "interp", "cuda")
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,10 +39,11 @@ def parser(description: str, default_note: str) -> argparse.ArgumentParser:
         epilog=default_note,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--backend", choices=BACKENDS, default="cpu",
-                   help="where the compiled graphs run: cpu (Numba, default), interp (the NumPy "
-                        "reference interpreter), cuda (numba-cuda). If cpu/cuda is not "
-                        "available, the example says so in one line and uses interp.")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="where the graphs run: auto (default: rnncomp's default, the compiled "
+                        "cpu backend), cpu (Numba), interp (the NumPy reference interpreter), "
+                        "cuda (numba-cuda). If cpu/cuda is not available, the example says so "
+                        "in one line and uses interp.")
     p.add_argument("--seed", type=int, default=0, help="seed for parameters, data order and "
                                                        "dropout (default 0)")
     p.add_argument("--out", type=Path, default=Path("examples_out"),
@@ -99,9 +96,19 @@ def notice(msg: str) -> None:
 
 
 def resolve_backend(name: str) -> str:
-    """The backend to use for `name`: itself when available, else "interp" with a notice."""
+    """The backend to use for `name`: itself when available, else "interp" with a notice.
+    "auto" is rnncomp's default backend (cpu, or $RNNCOMP_DEFAULT_BACKEND)."""
+    from rnncomp.runtime.compiler import default_backend, unavailable_reason
+
+    if name == "auto":
+        name = default_backend()
     if name == "interp":
         return name
+    reason = unavailable_reason(name)
+    if reason is not None and name == "cpu":
+        notice(f"backend 'cpu' is not available ({reason}); using the reference interpreter "
+               f"(--backend interp) instead")
+        return "interp"
     try:
         from rnncomp.runtime.compiler import compile_graph  # noqa: F401
     except ImportError as e:

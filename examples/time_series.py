@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _common as C  # noqa: E402  (first: it sets the BLAS thread count before NumPy loads)
+import _common as C  # noqa: E402
 import numpy as np  # noqa: E402
 
 import rnncomp as rc  # noqa: E402

@@ -124,7 +124,9 @@ from .ir.dtypes import DType, f32, f64, i32, i64
 from .ir.ops import ShapeError
 from .ir.verify import VerifyError, verify
 from .runtime.interp import InputError, NonFiniteError, interpret
+from .runtime.metrics import accuracy
 from .runtime.model import Input, Model, trace
+from .runtime.threads import get_num_threads, set_num_threads
 from .version import __version__
 
 # Old flat module path -> where it lives now. `import rnncomp.passes` and `rc.passes` keep

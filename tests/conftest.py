@@ -4,6 +4,7 @@ example and subprocess runners) live in tests/helpers.py."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,12 @@ import pytest
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
+
+# backend="auto" (the library default) compiles; a test that calls a model without naming a
+# backend means the reference interpreter (the oracle), so the suite does not compile every
+# model it traces. Tests of "auto" itself, and subprocesses that test a default, unset it.
+# Set RNNCOMP_DEFAULT_BACKEND=cpu to run those tests compiled instead.
+os.environ.setdefault("RNNCOMP_DEFAULT_BACKEND", "interp")
 
 
 @pytest.fixture

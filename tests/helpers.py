@@ -140,13 +140,15 @@ def run_example(name: str, *args: str, out: Path | None = None, timeout: int = 3
     if out is not None:
         cmd += ["--out", str(out)]
     cmd += list(args)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    env = dict(os.environ)
+    if backend is None:  # the example's own default ("auto"), as a user gets it, not the suite's
+        env.pop("RNNCOMP_DEFAULT_BACKEND", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=env)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("result: ")]
     assert lines, f"{name} printed no result line:\n{proc.stdout}"
     return json.loads(lines[-1][len("result: "):]), proc.stdout
-
-
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numba
+import numba.np.ufunc.parallel as _numba_parallel
 import numpy as np
 
 from rnncomp.ir import Graph, pformat
 from rnncomp.ir.ops import take_index_error
-from rnncomp.runtime import kernel_cache
+from rnncomp.runtime import kernel_cache, threads
 from rnncomp.runtime.compiler import CompiledGraph
 from rnncomp.transforms.passes import OptimizeResult
 
@@ -25,6 +27,17 @@ HERE = Path(__file__).parent
 CODE_FILES = (HERE / "fastmath.py", HERE / "runtime.py")
 
 
+def sync_threads(n: int, launch: bool = True) -> None:
+    """Numba's thread pool follows rnncomp.set_num_threads (its setting is per calling thread,
+    so each parallel kernel call checks; the pool cannot grow past NUMBA_NUM_THREADS, fixed
+    when it starts). launch=False: only if the pool already runs (starting it costs threads)."""
+    if not launch and not _numba_parallel._is_initialized:
+        return
+    want = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    if numba.get_num_threads() != want:
+        numba.set_num_threads(want)
+
+
 class CompiledCpu(CompiledGraph):
     """A graph compiled for the CPU backend; `fn` is the module's njit `kernel`."""
 
@@ -32,9 +45,14 @@ class CompiledCpu(CompiledGraph):
                  timings: dict[str, float]):
         super().__init__(graph, "cpu", opt, source, path, key, timings)
         self.fn = fn
+        # only kernels with parallel loops need Numba's thread pool (syncing it launches it)
+        self.parallel = "prange" in source
 
     def __call__(self, *args) -> list[np.ndarray]:
         prepared = self.prepare(args)
+        n = threads.ensure_applied()  # BLAS pools (a no-op unless the setting changed)
+        if self.parallel:
+            sync_threads(n)
         try:
             res = self.fn(*prepared)
         except IndexError as e:

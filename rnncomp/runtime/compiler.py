@@ -14,13 +14,21 @@ Debug switches (each also a keyword argument of compile_graph):
   RNNCOMP_ALWAYS_COMPILE  ignore existing cache entries (fresh module name, recompiles)
   RNNCOMP_PRINT_AFTER     print the IR after these passes (comma separated, or "all")
   RNNCOMP_VERIFY          verify the graph after every pass
+
+backend="auto" (the default of Model.__call__/run, value_and_grad, Trainer, the CLI's run and
+the examples) means: the compiled CPU backend; the reference interpreter only where compiling
+is impossible (Numba missing, or the compiler raised), after a one-line RuntimeWarning naming
+why. RNNCOMP_DEFAULT_BACKEND=interp|cpu|cuda changes what "auto" picks (the test suite sets
+interp for tests that do not name a backend). An explicit backend name is never substituted.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +45,67 @@ BACKENDS: dict[str, str] = {
     "cpu": "rnncomp.backends.cpu",
     "cuda": "rnncomp.backends.cuda",
 }
+
+
+AUTO = "auto"
+DEFAULT_BACKEND_ENV = "RNNCOMP_DEFAULT_BACKEND"
+
+
+def default_backend() -> str:
+    """What backend="auto" compiles for: $RNNCOMP_DEFAULT_BACKEND if set (interp, cpu or cuda),
+    else "cpu". CUDA is used only when asked for by name."""
+    env = os.environ.get(DEFAULT_BACKEND_ENV, "").strip()
+    if not env:
+        return "cpu"
+    if env != "interp" and env not in BACKENDS:
+        raise ValueError(f"{DEFAULT_BACKEND_ENV}: expected 'interp' or one of "
+                         f"{', '.join(map(repr, BACKENDS))}, received {env!r}")
+    return env
+
+
+def check_backend_name(backend: str) -> None:
+    """Refuse a misspelt backend before any work (auto, interp, or a name in BACKENDS)."""
+    if backend not in (AUTO, "interp") and backend not in BACKENDS:
+        names = [repr(b) for b in (AUTO, "interp", *BACKENDS)]
+        raise ValueError(f"backend: expected {', '.join(names[:-1])} or {names[-1]}, received "
+                         f"{backend!r}")
+
+
+def unavailable_reason(backend: str) -> str | None:
+    """Why `backend` cannot compile on this installation, or None."""
+    need = {"cpu": "numba", "cuda": "numba.cuda"}.get(backend)
+    try:
+        if need is not None and importlib.util.find_spec(need) is None:
+            return f"{need.split('.')[0] if backend == 'cpu' else 'numba-cuda'} is not installed"
+    except (ImportError, ValueError):  # numba.cuda probed without numba itself
+        return "numba-cuda is not installed"
+    return None
+
+
+def compile_auto(graph: Graph, cache: dict, key: Any = None) -> "CompiledGraph | None":
+    """backend="auto": `graph` compiled for default_backend(), or None meaning "run it on the
+    interpreter" (the default is interp, or compiling is impossible: then one RuntimeWarning
+    says why). The outcome, a failure included, is kept in `cache[key]`, so a model warns once."""
+    name = default_backend()
+    if name == "interp":
+        return None
+    key = (AUTO, name, id(graph)) if key is None else key
+    if key in cache:
+        return cache[key]
+    reason = unavailable_reason(name)
+    compiled = None
+    if reason is None:
+        try:
+            compiled = compile_graph(graph, backend=name)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: the interpreter runs it
+            msg = str(e).strip().splitlines()
+            reason = f"compiling for {name!r} failed ({type(e).__name__}: " \
+                     f"{msg[0][:200] if msg else ''})"
+    if reason is not None:
+        warnings.warn(f"backend='auto': {reason}; running on the reference interpreter "
+                      f"(slow; pass backend='interp' to choose it)", RuntimeWarning, stacklevel=3)
+    cache[key] = compiled
+    return compiled
 
 
 class CompiledGraph:
@@ -109,4 +178,5 @@ def compile_graph(graph: Graph, backend: str = "cpu", *, cache: str | os.PathLik
                                   always_compile=always_compile)
 
 
-__all__ = ["compile_graph", "CompiledGraph", "BACKENDS", "backend_module", "cache_dir", "Op"]
+__all__ = ["compile_graph", "compile_auto", "default_backend", "check_backend_name",
+           "CompiledGraph", "BACKENDS", "AUTO", "backend_module", "cache_dir", "Op"]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..transforms.autodiff import grad_graph as _grad_graph
+from . import threads
 from .interp import Context, evaluate
 from ..ir.graph import Graph, Op
 from ..frontend.trace import unflatten
@@ -113,15 +114,23 @@ def model_grad_graph(model: Any, output: int | str | Sequence = 0,
     return cache[key]
 
 
-def run_graph(model: Any, graph: Graph, args: list[np.ndarray], backend: str = "interp",
+def run_graph(model: Any, graph: Graph, args: list[np.ndarray], backend: str = "auto",
               check_finite: bool = False) -> list[np.ndarray]:
     """Run one of the model's graphs on positional arrays with a backend (compiled graphs are
-    cached on the model per backend)."""
+    cached on the model per backend). "auto": compiled for the default backend, the
+    interpreter where compiling is impossible (rnncomp.runtime.compiler.compile_auto)."""
+    from .compiler import AUTO, check_backend_name, compile_auto, compile_graph
+
+    check_backend_name(backend)
+    threads.ensure_applied()
+    cache = model.__dict__.setdefault("_compiled_grad", {})
+    if backend == AUTO:
+        compiled = compile_auto(graph, cache)  # (compiled.graph keeps id(graph) unique)
+        if compiled is None:
+            return evaluate(graph, args, Context(check_finite=check_finite))
+        return list(compiled(*args))
     if backend == "interp":
         return evaluate(graph, args, Context(check_finite=check_finite))
-    from .compiler import compile_graph
-
-    cache = model.__dict__.setdefault("_compiled_grad", {})
     key = (id(graph), backend)
     if key not in cache:
         cache[key] = (graph, compile_graph(graph, backend=backend))
@@ -130,7 +139,7 @@ def run_graph(model: Any, graph: Graph, args: list[np.ndarray], backend: str = "
 
 def value_and_grad(model: Any, params: Mapping[str, Any], *, wrt: Sequence[str] | None = None,
                    output: int | str | Sequence = 0, training: bool = False, seed: int = 0,
-                   backend: str = "interp", check_finite: bool = False,
+                   backend: str = "auto", check_finite: bool = False,
                    example_offset: int = 0,
                    **inputs: Any) -> tuple[Any, dict[str, np.ndarray]]:
     """(outputs with the model's structure, {name: d output / d name}) in one run.
@@ -142,7 +151,10 @@ def value_and_grad(model: Any, params: Mapping[str, Any], *, wrt: Sequence[str] 
     by it; a data-parallel shard passes its start).
     """
     # compiled backends get the forward graph optimized before differentiation
-    g = model_grad_graph(model, output, wrt, preoptimize=backend != "interp")
+    from .compiler import AUTO, default_backend
+
+    compiled = backend != "interp" and not (backend == AUTO and default_backend() == "interp")
+    g = model_grad_graph(model, output, wrt, preoptimize=compiled)
     names = _check_wrt(model, wrt)
     args = model.arguments(params, inputs, training, seed, example_offset)
     outs = run_graph(model, g, args, backend, check_finite)
@@ -169,7 +181,7 @@ def tbptt_value_and_grad(model: Any, params: Mapping[str, Any], inputs: Mapping[
                          wrt: Sequence[str] | None = None, time_axis: int = 1,
                          length_input: str | None = None, reduce: str = "sum",
                          training: bool = False, seed: int = 0,
-                         backend: str = "interp") -> tuple[float, dict[str, np.ndarray],
+                         backend: str = "auto") -> tuple[float, dict[str, np.ndarray],
                                                            dict[str, np.ndarray]]:
     """Truncated BPTT over chunks of k steps: returns (loss, grads, final state).
 

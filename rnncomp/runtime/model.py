@@ -3,7 +3,9 @@
     m = rnncomp.Model(fn, inputs={"X": rnncomp.Input((None, 28, 28))})
     params = m.init(seed=0)
     out = m(params, X=x)                    # reference interpreter
-    out = m(params, X=x, backend="cpu")     # compiled with Numba
+    out = m(params, X=x)                    # backend="auto": compiled (Numba), cached
+    out = m(params, X=x, backend="interp")  # the NumPy reference interpreter
+    logits = m.predict(params, batch_size=1000, X=x_test)   # batched, outputs concatenated
 
 Input conversion policy (documented in docs/dsl.md): float inputs of another float or integer
 dtype are converted to the input's dtype; non-contiguous and Fortran-ordered arrays are copied to
@@ -22,6 +24,7 @@ import numpy as np
 
 from ..frontend import initializers
 from ..ir.dtypes import DType, as_dtype
+from . import threads
 from .inputs import convert_input
 from .interp import Context, InputError, NonFiniteError, evaluate
 from ..ir.graph import Graph, Node, Op, Shape, shape_str
@@ -217,19 +220,39 @@ class Model:
         return [arrays[n.name] if n.op is Op.INPUT else p[n.name] for n in self.graph.inputs]
 
     # -- running ------------------------------------------------------------------------------
-    def __call__(self, params: Mapping[str, Any], *, training: bool = False, seed: int = 0,
-                 backend: str = "interp", check_finite: bool = False, example_offset: int = 0,
-                 **inputs: Any) -> Any:
+    def positional_error(self, what: str, n: int) -> TypeError:
+        """The error for inputs passed by position (they are keyword-only)."""
+        names = ", ".join(f"{k}=..." for k in self.input_names)
+        return TypeError(f"{what}: pass inputs by name: {names} (received {n} positional "
+                         f"argument{'s' if n != 1 else ''} after params)")
+
+    def __call__(self, params: Mapping[str, Any], *args: Any, training: bool = False,
+                 seed: int = 0, backend: str = "auto", check_finite: bool = False,
+                 example_offset: int = 0, **inputs: Any) -> Any:
+        """Run the model: m(params, X=..., L=...). backend="auto" (the default) runs the
+        compiled CPU kernels (the interpreter if compiling is impossible, with a warning);
+        "interp", "cpu" or "cuda" choose one."""
+        if args:
+            raise self.positional_error(f"{self.name}(params, ...)", len(args))
         return self.run(params, inputs, training=training, seed=seed, backend=backend,
                         check_finite=check_finite, example_offset=example_offset)
 
     def run(self, params, inputs: Mapping[str, Any], *, training: bool = False, seed: int = 0,
-            backend: str = "interp", check_finite: bool = False, example_offset: int = 0) -> Any:
+            backend: str = "auto", check_finite: bool = False, example_offset: int = 0) -> Any:
+        from .compiler import AUTO, check_backend_name, compile_auto
+
+        check_backend_name(backend)
         args = self.arguments(params, inputs, training, seed, example_offset)
-        if backend == "interp":
+        threads.ensure_applied()
+        compiled = None
+        if backend == AUTO:
+            compiled = compile_auto(self.graph, self._compiled)
+        elif backend != "interp":
+            compiled = self.compile(backend)
+        if compiled is None:
             outs = evaluate(self.graph, args, Context(check_finite=check_finite))
         else:
-            outs = self.compile(backend)(*args)
+            outs = compiled(*args)
             if check_finite and not (_all_finite(args) and _all_finite(outs)):
                 # compiled kernels do not check as they go: find the op and step on the interpreter
                 evaluate(self.graph, args, Context(check_finite=True))
@@ -254,12 +277,15 @@ class Model:
 
         return model_grad_graph(self, output, wrt)
 
-    def value_and_grad(self, params: Mapping[str, Any], *, wrt: Any = None, output: Any = 0,
-                       training: bool = False, seed: int = 0, backend: str = "interp",
-                       check_finite: bool = False, example_offset: int = 0,
-                       **inputs: Any) -> tuple[Any, dict]:
+    def value_and_grad(self, params: Mapping[str, Any], *args: Any, wrt: Any = None,
+                       output: Any = 0, training: bool = False, seed: int = 0,
+                       backend: str = "auto", check_finite: bool = False,
+                       example_offset: int = 0, **inputs: Any) -> tuple[Any, dict]:
         """(outputs, {name: gradient}) of the scalar output `output`; see rnncomp.runtime.grad."""
         from .grad import value_and_grad
+
+        if args:
+            raise self.positional_error(f"{self.name}.value_and_grad(params, ...)", len(args))
 
         res = value_and_grad(self, params, wrt=wrt, output=output, training=training,
                              seed=seed, backend=backend, check_finite=check_finite,
@@ -272,6 +298,122 @@ class Model:
             return self.value_and_grad(params, wrt=wrt, output=output, training=training,
                                        seed=seed, backend="interp", check_finite=True,
                                        example_offset=example_offset, **inputs)
+        return res
+
+    # -- batched inference ----------------------------------------------------------------------
+    def predict(self, params: Mapping[str, Any], *args: Any, batch_size: int = 1000,
+                backend: str = "auto", outputs: Any = None, **inputs: Any) -> Any:
+        """The model's outputs over a whole data set, run in batches of `batch_size` examples
+        (axis 0 of every batch-leading input, i.e. every input whose first dimension is the
+        symbolic batch B) and concatenated along axis 0; other outputs (a scalar loss) are
+        averaged over batches, weighted by batch size. Inference mode (training=False).
+
+        `outputs`: None for the model's whole output structure, or one output selector (an index
+        or a dict key, as in value_and_grad's `output`) for just that array. Inputs that the
+        outputs do not need (labels for logits) may be left out: they are filled with zeros."""
+        if args:
+            raise self.positional_error(f"{self.name}.predict(params, ...)", len(args))
+        from .grad import output_index
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or \
+                batch_size <= 0:
+            raise ValueError(f"predict: batch_size must be a positive int, received "
+                             f"{batch_size!r}")
+        batched = [n.name for n in self.graph.inputs
+                   if n.op is Op.INPUT and not n.name.startswith("@") and n.shape
+                   and n.shape[0] == "B"]
+        given = self._batched_inputs(inputs)
+        arrays = {k: np.asarray(v) for k, v in inputs.items()}
+        n = arrays[given[0]].shape[0] if arrays[given[0]].ndim else 0
+        for k in given:
+            if arrays[k].ndim == 0 or arrays[k].shape[0] != n:
+                raise InputError(f"predict: batched inputs must have the same number of "
+                                 f"examples on axis 0: {given[0]!r} has {n}, {k!r} has "
+                                 f"{arrays[k].shape[0] if arrays[k].ndim else 'none (0-d)'}")
+        if n == 0:
+            raise InputError(f"predict: {given[0]!r} has no examples")
+        for k in batched:  # a batched input left out: zeros (e.g. labels for inference)
+            if k not in arrays:
+                node = self.graph.input_named(k)
+                dims = {}
+                for nd in self.graph.inputs:
+                    if nd.op is Op.INPUT and nd.name in arrays:
+                        for d, v in zip(nd.shape, arrays[nd.name].shape):
+                            if isinstance(d, str):
+                                dims.setdefault(d, v)
+                try:
+                    shape = tuple(dims[d] if isinstance(d, str) else d for d in node.shape)
+                except KeyError as e:
+                    raise InputError(f"predict: missing input {k!r} (its shape "
+                                     f"[{shape_str(node.shape)}] is not known from the others)"
+                                     ) from e
+                arrays[k] = np.zeros(shape, node.dtype.np)
+        pick = None if outputs is None else output_index(self, outputs)
+        flat_parts: list[list[np.ndarray]] = []
+        sizes = []
+        for start in range(0, n, int(batch_size)):
+            stop = min(start + int(batch_size), n)
+            chunk = {k: (v[start:stop] if k in batched else v) for k, v in arrays.items()}
+            out, _ = flatten(self.run(params, chunk, backend=backend))
+            flat_parts.append([np.asarray(o) for o in out] if pick is None
+                              else [np.asarray(out[pick])])
+            sizes.append(stop - start)
+        merged = []
+        w = np.asarray(sizes, np.float64) / n
+        for k in range(len(flat_parts[0])):
+            parts = [p[k] for p in flat_parts]
+            if parts[0].ndim and all(p.shape[0] == s for p, s in zip(parts, sizes)):
+                merged.append(np.concatenate(parts, axis=0))
+            else:  # not batch-leading (a scalar loss, a count): the example-weighted mean
+                merged.append(np.asarray(sum(p.astype(np.float64) * wk for p, wk in
+                                             zip(parts, w)), parts[0].dtype))
+        if pick is not None:
+            return merged[0]
+        return unflatten(self.output_tree, merged)
+
+    def _batched_inputs(self, inputs: Mapping[str, Any]) -> list[str]:
+        """The given inputs whose first dimension is the symbolic batch B (predict cuts them)."""
+        batched = [n.name for n in self.graph.inputs
+                   if n.op is Op.INPUT and not n.name.startswith("@") and n.shape
+                   and n.shape[0] == "B"]
+        if not batched:
+            raise ValueError(f"predict: no input of {self.name} has the symbolic batch "
+                             f"dimension B first; call the model directly")
+        given = [k for k in batched if k in inputs]
+        if not given:
+            raise InputError(f"predict: pass at least one batched input by name: "
+                             f"{', '.join(f'{k}=...' for k in batched)}")
+        return given
+
+    def evaluate(self, params: Mapping[str, Any], *args: Any, labels: Any = None,
+                 logits: Any = "logits", batch_size: int = 1000, backend: str = "auto",
+                 **inputs: Any) -> dict[str, Any]:
+        """Batched evaluation: every output of the model over the data set (as predict), plus
+        "accuracy" when `labels` (integer class ids, one per example) is given: the share of
+        examples whose argmax over the last axis of the `logits` output equals the label.
+        Returns a dict: the outputs by name for a dict-returning model ("outputs" otherwise),
+        "accuracy", and "n" (the number of examples)."""
+        if args:
+            raise self.positional_error(f"{self.name}.evaluate(params, ...)", len(args))
+        from .metrics import accuracy
+
+        out = self.predict(params, batch_size=batch_size, backend=backend, **inputs)
+        res: dict[str, Any] = dict(out) if isinstance(out, dict) else {"outputs": out}
+        if labels is not None:
+            if isinstance(out, dict):
+                if logits not in out:
+                    raise KeyError(f"evaluate: no output {logits!r} to score; the outputs are "
+                                   f"{list(out)} (pass logits=<name>)")
+                scores = out[logits]
+            elif isinstance(out, np.ndarray):
+                scores = out
+            else:
+                scores = out[logits] if not isinstance(logits, str) else None
+                if scores is None:
+                    raise KeyError("evaluate: the model's outputs are not a dict; pass "
+                                   "logits=<index> of the logits output")
+            res["accuracy"] = accuracy(scores, labels)
+        res["n"] = int(np.asarray(inputs[self._batched_inputs(inputs)[0]]).shape[0])
         return res
 
     def print_backward(self, output: Any = 0, wrt: Any = None) -> str:

@@ -518,6 +518,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         inputs = _random_inputs(model, graph, dims, rng)
 
+    pre_compiled, pre_s = None, None
+    if args.backend == "auto":
+        args.backend, pre_compiled, pre_s = _resolve_auto(model, graph)
+
     shown = inputs
     if model is not None:
         try:  # validate and convert as the model will (dtype, C order); report bound dims
@@ -537,19 +541,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             [dims.get(d, d) if isinstance(d, str) else d for d in n.shape])).astype(n.dtype.np)
                   for n in graph.inputs if n.op is Op.PARAM}
         extra = {"@training": np.asarray(bool(args.training)),
-                 "@seed": np.asarray(args.seed, np.int64)}
+                 "@seed": np.asarray(args.seed, np.int64),
+                 "@example_offset": np.asarray(0, np.int64)}
         arrays = [inputs[n.name] if n.op is Op.INPUT and n.name in inputs else
                   extra.get(n.name, params.get(n.name)) for n in graph.inputs]
         if args.backend == "interp":
             def call():
                 return evaluate(graph, arrays, Context())
         else:
-            compiled = _compile_for_run(lambda: _compile_graph(graph, args.backend), args.backend)
+            compiled = pre_compiled or _compile_for_run(
+                lambda: _compile_graph(graph, args.backend), args.backend)
 
             def call():
                 return compiled(*arrays)
 
-    if model is not None and args.backend != "interp":
+    if pre_s is not None:
+        compile_s = pre_s
+    elif model is not None and args.backend != "interp":
         t0 = time.perf_counter()
         _compile_for_run(lambda: model.compile(args.backend), args.backend)
         compile_s = time.perf_counter() - t0
@@ -597,6 +605,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         np.savez(args.save, **flat)
         print(f"wrote {args.save}")
     return 0
+
+
+def _resolve_auto(model: Any, graph: Graph) -> tuple[str, Any, float | None]:
+    """--backend auto: (backend name, compiled graph or None, compile seconds or None). The
+    default backend (cpu; $RNNCOMP_DEFAULT_BACKEND), or the interpreter with a one-line warning
+    on stderr when compiling is impossible."""
+    from ..runtime.compiler import default_backend, unavailable_reason
+
+    name = default_backend()
+    if name == "interp":
+        return name, None, None
+    reason = unavailable_reason(name)
+    if reason is None:
+        t0 = time.perf_counter()
+        try:
+            compiled = model.compile(name) if model is not None else _compile_graph(graph, name)
+            return name, compiled, time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001 - any compiler failure: the interpreter runs it
+            reason = f"compiling for {name!r} failed ({type(e).__name__}: {_one_line(e)})"
+    print(f"warning: --backend auto: {reason}; running on the reference interpreter",
+          file=sys.stderr)
+    return "interp", None, None
 
 
 def _compile_graph(graph: Graph, backend: str):
@@ -843,8 +873,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="size of another symbolic dimension (repeatable)")
     run.add_argument("--inputs", metavar="FILE.npz", help="arrays by input name instead of "
                                                           "random inputs")
-    run.add_argument("--backend", choices=("interp", "cpu", "cuda"), default="interp",
-                     help="interp (NumPy reference interpreter, default), cpu (Numba) or cuda")
+    run.add_argument("--backend", choices=("auto", "interp", "cpu", "cuda"), default="auto",
+                     help="auto (default: cpu, or the interpreter with a warning where "
+                          "compiling is impossible), interp (NumPy reference interpreter), "
+                          "cpu (Numba) or cuda")
     run.add_argument("--repeat", type=int, default=5, help="timed runs (default 5); the median "
                                                            "is reported")
     run.add_argument("--no-warmup", dest="warmup", action="store_false",

@@ -78,14 +78,15 @@ class Trainer:
     clip_norm: rescale gradients to this global norm (tf.clip_by_global_norm) if larger.
     clip_value: clip every gradient element to [-clip_value, clip_value] (after clip_norm).
     wrt: the parameters trained (default: every trainable parameter).
-    backend: "interp" (reference interpreter) or a compiled backend ("cpu", "cuda").
+    backend: "auto" (default: the compiled CPU backend, or the reference interpreter with a
+        warning where compiling is impossible), "interp", "cpu" or "cuda".
     distributed: None (one process) or "mpi": data-parallel over the ranks of `mpiexec`
         (see rnncomp.train.distributed and docs/distributed.md).
     """
 
     def __init__(self, model: Any, loss_output: int | str | Sequence = 0,
                  optimizer: optim.Optimizer | None = None, clip_norm: float | None = None,
-                 clip_value: float | None = None, backend: str = "interp",
+                 clip_value: float | None = None, backend: str = "auto",
                  wrt: Sequence[str] | None = None, training: bool = True,
                  distributed: str | None = None, on_nonfinite: str = "raise"):
         self.model = model
@@ -107,6 +108,9 @@ class Trainer:
         self.skipped_steps = 0
         self.clip_norm = None if clip_norm is None else float(clip_norm)
         self.clip_value = None if clip_value is None else float(clip_value)
+        from ..runtime.compiler import check_backend_name
+
+        check_backend_name(backend)
         self.backend = backend
         self.wrt = list(wrt) if wrt is not None else \
             [n for n, s in model.param_specs.items() if s.trainable]

@@ -181,7 +181,7 @@ ERROR_CASES = [
      with_params(_set("v", lambda a: a.astype(np.complex64))), InputError,
      ["params['v']", "expected f32", "received complex64"]),
     ("unknown_backend", lambda m, p, f, b: m(p, backend="gpu", **f), ValueError,
-     ["backend: expected 'cpu' or 'cuda'", "received 'gpu'"]),
+     ["backend: expected 'auto', 'interp', 'cpu' or 'cuda'", "received 'gpu'"]),
     # -- Model.value_and_grad (same checks, gradient graph)
     ("grad_x_wrong_rank", grad(X=lambda f: f["X"][0]), InputError,
      ["input 'X'", "expected rank 3", "received shape (5, 2)"]),
