@@ -257,6 +257,29 @@ def test_variational_dropout_matches_oracle_and_compiles(rng):
     assert 0 < masks["input"].mean() < 1 and 0 < masks["state"].mean() < 1
 
 
+@pytest.mark.parametrize("variational", [False, True])
+def test_dropout_wrapper_seed_is_mixed_into_the_masks(variational):
+    def model(seed_a, seed_b):
+        def fn(X):
+            outs = []
+            for k, s in enumerate((seed_a, seed_b)):
+                cell = rc.FunctionCell(lambda x, h: (x, h), state_size=1, output_size=I,
+                                       name=f"c{k}")
+                w = rc.DropoutWrapper(cell, 0.5, variational_recurrent=variational,
+                                      input_size=I, dtype="f64", seed=s)
+                outs.append(rc.dynamic_rnn(w, X, scope=f"s{k}")[0])
+            return outs
+        return rc.Model(fn, {"X": rc.Input((None, None, I))}, dtype="f64")
+
+    X = np.ones((16, 3, I))
+    a, b = model(7, 7)({}, X=X, training=True, seed=1)
+    c, d = model(7, 8)({}, X=X, training=True, seed=1)
+    np.testing.assert_array_equal(a, c)  # the same wrapper seed and site: the same masks
+    assert not np.array_equal(b, d)      # another wrapper seed: other masks
+    with pytest.raises(ValueError, match="seed: expected an int or None"):
+        rc.DropoutWrapper(rc.BasicRNNCell(H), 0.5, seed=1.5)
+
+
 def test_variational_dropout_needs_what_tf1_needs():
     cell = rc.BasicLSTMCell(H)
     with pytest.raises(ValueError, match="variational_recurrent=True needs dtype="):
