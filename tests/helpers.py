@@ -115,14 +115,37 @@ def run_pytest_child(path: str | os.PathLike, *, env: dict | None = None, timeou
     """Run pytest on `path` in a child process. Fails unless the child passes with at least one
     passed test: a failure, an error, no tests or only skips fail the parent (a child that skips
     must not turn into a green parent; decide what is absent in the parent, before starting it)."""
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-                        *args, str(path)], env=child_env(env), cwd=REPO, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-rs",
+                        "-p", "no:cacheprovider", *args, str(path)], env=child_env(env), cwd=REPO, capture_output=True,
                        text=True, timeout=timeout)
     tail = (r.stdout + r.stderr)[-8000:]
     assert r.returncode == 0, f"pytest child on {path} exited with {r.returncode}:\n{tail}"
     last = [ln for ln in r.stdout.splitlines() if ln.strip()][-1:] or [""]
     assert " passed" in last[0], f"pytest child on {path} passed nothing:\n{tail}"
     return r.stdout
+
+
+def numba_cuda_missing() -> str | None:
+    """Why the CUDA tests cannot run here (numba-cuda, an optional package, is not installed),
+    or None. Only absence skips: a CUDA backend that fails to import once numba.cuda is there is
+    a test failure, not a skip."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("numba.cuda") is not None
+    except ImportError:
+        found = False
+    return None if found else "numba.cuda is not installed (pip install 'rnncomp[cuda]')"
+
+
+def nvrtc_missing() -> str | None:
+    """Why PTX cannot be generated here (no NVVM/NVRTC from numba-cuda[cu13]), or None."""
+    reason = numba_cuda_missing()
+    if reason:
+        return reason
+    from rnncomp.backends.cuda import compat
+
+    return None if compat.nvvm_available() else "NVVM/NVRTC not available (pip install 'numba-cuda[cu13]')"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,19 +13,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import nvrtc_missing
 
 ROOT = Path(__file__).resolve().parents[2]
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
     pytest.skip("PTX generation is not available under the CUDA simulator",
                 allow_module_level=True)
-pytest.importorskip("numba")
-try:
-    from rnncomp.backends.cuda import compat
-except Exception as exc:  # pragma: no cover
-    pytest.skip(f"CUDA backend not importable: {exc}", allow_module_level=True)
-if not compat.nvvm_available():
-    pytest.skip("NVVM not available (pip install 'numba-cuda[cu13]')", allow_module_level=True)
+if nvrtc_missing():  # only what is really absent skips; an import error of the backend fails
+    pytest.skip(nvrtc_missing(), allow_module_level=True)
+
+from rnncomp.backends.cuda import compat  # noqa: E402
 
 import rnncomp as rc  # noqa: E402
 from rnncomp.transforms.autodiff import grad_graph  # noqa: E402

@@ -19,56 +19,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import BUILTIN_CELLS, CELLS as CELL_TABLE, numba_cuda_missing, run_pytest_child
 
 ROOT = Path(__file__).resolve().parents[2]
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
 
+    @pytest.mark.skipif(numba_cuda_missing() is not None, reason=str(numba_cuda_missing()))
     def test_cuda_backend_in_simulator():
-        pytest.importorskip("numba")
-        try:
-            import numba.cuda  # noqa: F401  (numba-cuda or numba's own cuda package)
-        except Exception as exc:  # pragma: no cover
-            pytest.skip(f"numba.cuda not importable: {exc}")
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
-                   PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests"),
-                                               os.environ.get("PYTHONPATH", "")]))
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                            __file__], env=env, cwd=str(ROOT), capture_output=True, text=True,
-                           timeout=600)
-        tail = (r.stdout + r.stderr)[-5000:]
-        if r.returncode == 5 or ("skipped" in tail and "passed" not in tail):
-            pytest.skip("simulator tests skipped in the subprocess:\n" + tail)
-        assert r.returncode == 0, tail
+        """This file under the simulator in a child pytest: a failure, an error or a child
+        that only skipped fails here."""
+        run_pytest_child(__file__, env={"NUMBA_ENABLE_CUDASIM": "1"}, args=["-x"])
 
 else:
-    try:
-        from rnncomp.backends.cuda import compile as cuda_compile  # noqa: F401
-    except Exception as exc:  # pragma: no cover
-        pytest.skip(f"CUDA backend not importable in the simulator: {exc}",
-                    allow_module_level=True)
+    # numba.cuda is installed (the parent checked): a backend that fails to import is a failure
+    from rnncomp.backends.cuda import compile as cuda_compile  # noqa: F401
 
     import rnncomp as rc
     from rnncomp.transforms.autodiff import grad_graph
     from rnncomp.runtime.compiler import compile_graph
     from rnncomp.runtime.interp import evaluate
     from rnncomp.ir.ops import hash_uniform_np
+    from rnncomp.frontend.trace import flatten
 
     B, H, T, I = 2, 3, 3, 2
     SEQ = np.array([3, 1], np.int32)
 
-    CELLS = {
-        "basic_rnn_tanh": lambda: rc.BasicRNNCell(H),
-        "basic_rnn_relu": lambda: rc.BasicRNNCell(H, activation="relu"),
-        "basic_lstm": lambda: rc.BasicLSTMCell(H),
-        "lstm": lambda: rc.LSTMCell(H),
-        "lstm_peepholes": lambda: rc.LSTMCell(H, use_peepholes=True),
-        "gru_reset_before": lambda: rc.GRUCell(H, reset_after=False),
-        "gru_reset_after": lambda: rc.GRUCell(H, reset_after=True),
-        "multi": lambda: rc.MultiRNNCell([rc.BasicLSTMCell(H), rc.GRUCell(H, reset_after=True)]),
-        "projection": lambda: rc.OutputProjectionWrapper(rc.BasicRNNCell(H), 2),
-        "dropout": lambda: rc.DropoutWrapper(rc.BasicLSTMCell(H), 0.6, 0.7, 0.8),
-    }
+    CELLS = BUILTIN_CELLS  # the one cell table (tests/helpers.py)
 
     def _model(make, dtype="f64", with_len=True, unroll="dynamic"):
         def fn(X, L=None):
@@ -102,7 +79,7 @@ else:
         want = evaluate(g, args)
         got = c(*args)
         assert len(got) == len(want)
-        for k, (w, o) in enumerate(zip(want, got)):
+        for k, (w, o) in enumerate(zip(want, got, strict=True)):
             assert o.shape == w.shape and o.dtype == w.dtype, (k, o.shape, w.shape)
             np.testing.assert_allclose(o, w, rtol=rtol, atol=atol, err_msg=f"output {k}")
         return c
@@ -114,9 +91,24 @@ else:
         for g in (m.graph, grad_graph(m.graph)):
             _check(g, _args(g, rng))
 
+    @pytest.mark.parametrize("name", list(CELLS))
+    def test_forward_matches_oracle(name):
+        """Inference mode against the independent NumPy oracle (tests/reference_cells.py)."""
+        rng = np.random.default_rng(4)
+        m = _model(CELLS[name])
+        g = m.graph
+        args = _args(g, rng, training=False)
+        got = compile_graph(g, backend="cuda")(*args)
+        vals = {n.name: a for n, a in zip(g.inputs, args, strict=True)}
+        init = [np.zeros((B, s)) for s in flatten(CELLS[name]().state_size)[0]]
+        want_out, want_states = CELL_TABLE[name].oracle(vals["X"], vals, vals["L"], init)
+        np.testing.assert_allclose(got[1], want_out, rtol=1e-10, atol=1e-12)
+        for o, w in zip(got[2:], want_states, strict=True):
+            np.testing.assert_allclose(o, w, rtol=1e-10, atol=1e-12)
+
     def test_static_unroll_backward():
         rng = np.random.default_rng(1)
-        m = _model(CELLS["gru_reset_before"], unroll="static")
+        m = _model(CELLS["gru_before"], unroll="static")
         g = grad_graph(m.graph)
         _check(g, _args(g, rng))
 
@@ -169,14 +161,14 @@ else:
         c.persistent = False
         got = c(*args)
         assert c.stats["persistent_runs"] == 1
-        for w, o in zip(evaluate(m.graph, args), got):
+        for w, o in zip(evaluate(m.graph, args), got, strict=True):
             np.testing.assert_allclose(o, w, rtol=2e-5, atol=2e-6)
 
     def test_lstm_matcher_rejects_other_cells():
         from rnncomp.backends.cuda.kernels_lstm import find_lstm_scans
         from rnncomp.transforms.passes import optimize
 
-        for name in ("gru_reset_after", "lstm_peepholes", "basic_rnn_tanh"):
+        for name in ("gru_after", "lstm_peep", "rnn_tanh"):
             m = _model(CELLS[name], dtype="f32")
             assert find_lstm_scans(optimize(m.graph).graph) == {}
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import numba_cuda_missing, run_pytest_child
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,28 +33,14 @@ def _sim_ready() -> bool:
 if not _sim_ready():
     # Re-run this file under the simulator in a child process (keeps other tests' numba.cuda real).
 
+    @pytest.mark.skipif(numba_cuda_missing() is not None, reason=str(numba_cuda_missing()))
     def test_simulator_subprocess():
-        try:
-            import numba  # noqa: F401
-        except ImportError:
-            pytest.skip("numba not installed")
-        env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))
-        r = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-            env=env, cwd=str(ROOT), capture_output=True, text=True, timeout=600,
-        )
-        tail = (r.stdout + r.stderr)[-4000:]
-        if r.returncode == 5 or "skipped" in tail and "passed" not in tail:
-            pytest.skip("simulator tests skipped in subprocess:\n" + tail)
-        assert r.returncode == 0, tail
+        run_pytest_child(__file__, env={"NUMBA_ENABLE_CUDASIM": "1"})
 
 else:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    try:
-        from rnncomp.backends.cuda import persistent as pk
-    except Exception as exc:  # numba.cuda simulator not importable
-        pytest.skip(f"numba.cuda simulator not importable: {exc}", allow_module_level=True)
+    from rnncomp.backends.cuda import persistent as pk
 
     T, B, H = 5, 2, 8
     NT = 64  # two warps: exercises the cross-warp K-chunk split (NQ) in the backward matvec
