@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_examples_smoke import run_example
+from helpers import run_example
 
 BAR_BACKEND = os.environ.get("RNNCOMP_EXAMPLES_BACKEND")  # None: the example's default (cpu)
 
