@@ -1,4 +1,5 @@
-"""Quality bars for the examples: each trains with its defaults (or the full-size setting for
+"""Quality bars for the examples (all `slow`: the default run deselects them, .ci/run runs them
+as its second step with -m slow): each trains with its defaults (or the full-size setting for
 MNIST) and must beat a stated baseline by a stated margin.
 
   * time series: test MSE <= 0.5 x the MSE of the naive last-value predictor (measured: about
@@ -25,12 +26,14 @@ from helpers import run_example
 BAR_BACKEND = os.environ.get("RNNCOMP_EXAMPLES_BACKEND")  # None: the example's default (cpu)
 
 
+@pytest.mark.slow
 def test_time_series_beats_naive_predictor(tmp_path):
     res, _ = run_example("time_series.py", "--generate", "20", out=tmp_path,
                          backend=BAR_BACKEND, timeout=600)
     assert res["test_mse"] <= 0.5 * res["naive_mse"], res
 
 
+@pytest.mark.slow
 def test_encoder_decoder_exact_match(tmp_path):
     res, _ = run_example("encoder_decoder.py", "--iterations", "1500", out=tmp_path,
                          backend=BAR_BACKEND, timeout=600)
