@@ -62,7 +62,7 @@ def test_lstm_kernel_runs(lstm):
     x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
     got = m(p, X=x, backend="cpu")
     ref = m(p, X=x)
-    for a, b in zip(flatten(got)[0], flatten(ref)[0]):
+    for a, b in zip(flatten(got)[0], flatten(ref)[0], strict=True):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert m.compile("cpu").key == cg.key
