@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import rel_err
 
 import rnncomp as rc
 from rnncomp import convert
@@ -18,11 +19,6 @@ from rnncomp import convert
 torch = pytest.importorskip("torch")
 
 B, T, I, H = 3, 5, 4, 6
-
-
-def _rel(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def _model(kind: str, dtype: str, with_len: bool):
@@ -128,13 +124,13 @@ def test_gradients_equal_torch_autograd(kind, dtype, with_len):
 
     t_loss, t_grads, t_in = _torch_run(kind, mod, X, R, Q, h0, c0, lengths)
     tol = 1e-4 if dtype == "f32" else 1e-9
-    assert _rel(loss, t_loss) < tol
+    assert rel_err(loss, t_loss) < tol
     expected = _tf_grads(kind, t_grads)
     assert set(expected) == set(m.param_specs)
     for name, g in expected.items():
         assert grads[name].dtype == npdt
-        assert _rel(grads[name], g) < tol, name
+        assert rel_err(grads[name], g) < tol, name
     for name in wrt_in:
-        assert _rel(grads[name], t_in[name]) < tol, name
+        assert rel_err(grads[name], t_in[name]) < tol, name
     if with_len:
         assert np.all(grads["X"][1, 2:] == 0)  # past instance 1's length
