@@ -21,7 +21,7 @@ ort = pytest.importorskip("onnxruntime",
                           reason="ONNX export tests need onnxruntime: pip install rnncomp[onnx]")
 
 import rnncomp as rc  # noqa: E402
-from cell_zoo import BUILTIN_CELLS  # noqa: E402
+from helpers import BUILTIN_CELLS  # noqa: E402
 from rnncomp.frontend import layers, losses  # noqa: E402
 from rnncomp.frontend.trace import flatten  # noqa: E402
 from rnncomp.train import checkpoint  # noqa: E402
