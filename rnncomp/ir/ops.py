@@ -22,6 +22,7 @@ import numpy as np
 
 from .context import InputError
 from .dtypes import DType, as_dtype
+from . import provenance
 from .graph import Dim, Graph, GroupOp, Node, Op, Shape, intern, shape_str
 
 
@@ -68,12 +69,14 @@ def make(op: Op, *inputs: Node, **attrs: Any) -> Node:
             raise TypeError(f"{op.value}: input {i} must be an IR node, received {type(x).__name__}")
     attrs = {k: v for k, v in attrs.items() if v is not None}
     shape, dtype = d.rule(inputs, attrs)
-    return intern(op, inputs, attrs, shape, dtype)
+    return provenance.note(intern(op, inputs, attrs, shape, dtype))
 
 
 def remake(node: Node, new_inputs: Sequence[Node]) -> Node:
-    """The same op and attrs over new inputs (used by substitution and passes)."""
-    return make(node.op, *new_inputs, **dict(node.attrs))
+    """The same op and attrs over new inputs (used by substitution and passes); the result
+    inherits the node's provenance (printed name, source line)."""
+    since = provenance.mark()
+    return provenance.inherit(make(node.op, *new_inputs, **dict(node.attrs)), node, since)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ from ..ir.dtypes import DType, as_dtype
 from . import threads
 from .inputs import convert_input
 from .interp import Context, InputError, NonFiniteError, evaluate
+from ..ir import provenance
+from ..ir.printer import adopt
 from ..ir.graph import Graph, Node, Op, Shape, shape_str
 from ..frontend.trace import ParamSpec, TraceContext, TraceError, flatten, tracing, unflatten
 
@@ -76,7 +78,8 @@ def trace(fn: Callable[..., Any], inputs: Mapping[str, Input | tuple], dtype: An
         if name.startswith("@"):
             raise ValueError(f"inputs: names starting with '@' are reserved, received {name!r}")
         nodes[name] = _input_node(name, spec, dtype)
-    with tracing(ctx):
+    prov = provenance.Provenance()  # creation order and source lines (printed names, inspect)
+    with tracing(ctx), provenance.recording(prov, tracing=True):
         out = fn(**nodes)
     flat, tree = flatten(out)
     for k, o in enumerate(flat):
@@ -86,6 +89,7 @@ def trace(fn: Callable[..., Any], inputs: Mapping[str, Input | tuple], dtype: An
     implicit = [ctx.inputs[k] for k in sorted(ctx.inputs)]
     params = [node for node, _, _ in ctx.params.values()]
     graph = Graph(list(nodes.values()) + implicit + params, flat, ctx.unrolls)
+    adopt(graph, prov)
     return Traced(graph, {k: s for k, (_, s, _) in ctx.params.items()}, tree, ctx.checks,
                   list(nodes))
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..ir import ops
+from ..ir import ops, provenance
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, Node, Op, substitute, toposort
 from ..ir.ops import NOT_DIFFERENTIABLE, REGISTRY, scan_info
+from ..ir.printer import ensure_family
 
 
 class AutodiffError(ValueError):
@@ -339,10 +340,13 @@ def grad_graph(graph: Graph, loss_index: int = 0, wrt: Sequence[str] | None = No
             raise AutodiffError(f"wrt: {w!r} is {t.dtype}; gradients exist for float inputs only")
     seeds: list[Node | None] = [None] * len(graph.outputs)
     seeds[loss_index] = ops.const(1.0, loss.dtype)
-    prim, grads = vjp(list(graph.outputs), seeds, targets)
-    grads = [g if g is not None else ops.zeros_like(t) for g, t in zip(grads, targets)]
+    # the forward values keep their printed names; gradient values continue the count
+    prov = ensure_family(graph).child()
+    with provenance.recording(prov):
+        prim, grads = vjp(list(graph.outputs), seeds, targets)
+        grads = [g if g is not None else ops.zeros_like(t) for g, t in zip(grads, targets)]
     outs = (list(prim) if extra_outputs else []) + grads
-    return Graph(graph.inputs, outs)
+    return provenance.attach(Graph(graph.inputs, outs), prov)
 
 
 def vjp_graph(graph: Graph, wrt: Sequence[str] | None = None) -> Graph:
@@ -359,9 +363,11 @@ def vjp_graph(graph: Graph, wrt: Sequence[str] | None = None) -> Graph:
             seeds.append(c)
         else:
             seeds.append(None)
-    prim, grads = vjp(list(graph.outputs), seeds, targets)
-    grads = [g if g is not None else ops.zeros_like(t) for g, t in zip(grads, targets)]
-    return Graph(list(graph.inputs) + ct_inputs, list(prim) + grads)
+    prov = ensure_family(graph).child()  # as in grad_graph: forward values keep their names
+    with provenance.recording(prov):
+        prim, grads = vjp(list(graph.outputs), seeds, targets)
+        grads = [g if g is not None else ops.zeros_like(t) for g, t in zip(grads, targets)]
+    return provenance.attach(Graph(list(graph.inputs) + ct_inputs, list(prim) + grads), prov)
 
 
 __all__ = ["vjp", "grad_graph", "vjp_graph", "AutodiffError", "DType"]

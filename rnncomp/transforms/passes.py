@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import ops
+from ..ir import ops, provenance
 from ..ir.context import Context
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, GroupOp, Node, Op, substitute, toposort
 from ..ir.ops import REGISTRY, scan_info
+from ..ir.printer import ensure_family
 from ..ir.verify import verify as verify_graph
 
 Rule = Callable[[Node], "Node | None"]
@@ -60,7 +61,7 @@ def map_graph(g: Graph, node_fn: Callable[[Node], Node], body_fn: Callable[[Grap
 def rewrite(g: Graph, rules: list[Rule], max_iter: int = 50) -> Graph:
     """Apply rules bottom-up (in bodies too) until nothing changes."""
 
-    def node_fn(n: Node) -> Node:
+    def apply(n: Node) -> Node:
         for _ in range(100):
             for r in rules:
                 m = r(n)
@@ -70,6 +71,11 @@ def rewrite(g: Graph, rules: list[Rule], max_iter: int = 50) -> Graph:
             else:
                 return n
         return n
+
+    def node_fn(n: Node) -> Node:
+        # a replacement the rules build takes the name and source line of the node it replaces
+        since = provenance.mark()
+        return provenance.inherit(apply(n), n, since)
 
     for _ in range(max_iter):
         new = map_graph(g, node_fn, lambda b: rewrite(b, rules, max_iter))
@@ -455,8 +461,12 @@ def _scan_pass(g: Graph, fn: Callable[[Node, list[Node]], dict[int, Node] | None
                     items.setdefault(id(n.inputs[0]), []).append(n)
             for n in nodes:
                 if n.op is Op.SCAN:
+                    since = provenance.mark()
                     r = fn(n, items.get(id(n), []))
                     if r:
+                        for it in items.get(id(n), []):  # the new results keep their names
+                            if id(it) in r:
+                                provenance.inherit(r[id(it)], it, since)
                         x = Graph(x.inputs, substitute(x.outputs, r, ops.remake))
                         break
             else:
@@ -560,13 +570,14 @@ def hoist(g: Graph) -> Graph:
                 parts = n.inputs[0].inputs
                 kinds = {carry_dep[id(q)] for q in parts}
                 if kinds == {True, False}:
+                    since = provenance.mark()
                     acc, off = None, 0
                     for q in parts:
                         d = q.shape[-1]
                         term = ops.matmul(q, ops.slice_(n.inputs[1], 0, off, off + d))
                         acc = term if acc is None else ops.add(acc, term)
                         off += d
-                    split[id(n)] = acc
+                    split[id(n)] = provenance.inherit(acc, n, since)
         if split:
             outs = substitute(p.body.outputs, split, ops.remake)
             p.body = Graph(p.body.inputs, outs)
@@ -923,11 +934,12 @@ def fuse_elementwise(g: Graph) -> Graph:
                         ext_in.append(i)
             results = [m for m in grp if id(m) in out_ids or
                        any(id(u) not in ids for u in usr.get(id(m), []))]
+            since = provenance.mark()
             ph = [ops.placeholder(i.shape, i.dtype, role="in") for i in ext_in]
             body_out = substitute(results, {id(a): b for a, b in zip(ext_in, ph)}, ops.remake)
             f = ops.make(Op.FUSED, *[memo[id(i)] for i in ext_in], body=Graph(ph, body_out))
-            for k, r in enumerate(results):
-                memo[id(r)] = ops.item(f, k)
+            for k, r in enumerate(results):  # a result keeps the name of the value it replaces
+                memo[id(r)] = provenance.inherit(ops.item(f, k), r, since)
         return Graph(x.inputs, [memo[id(o)] for o in x.outputs])
 
     return transform(g)
@@ -996,18 +1008,22 @@ def optimize(g: Graph, *, print_after: set[str] | str | None = None, verify: boo
     if verify is None:
         verify = os.environ.get("RNNCOMP_VERIFY", "") not in ("", "0")
     res = OptimizeResult(g, {"traced": g})
-    for name, fn in passes or PIPELINE:
-        if name == "fuse_elementwise" and not fuse:
-            continue
-        t0 = time.perf_counter()
-        g = fn(g)
-        res.timings[name] = time.perf_counter() - t0
-        if verify:
-            verify_graph(g)
-        res.stages[name] = g
-        if "all" in print_after or name in print_after:
-            print(f"# --- after {name} ---")
-            print(g)
+    # every stage shares one provenance table (a child of the input's): a value keeps its
+    # printed name from pass to pass, and two runs on one graph print the same
+    prov = ensure_family(g).child()
+    with provenance.recording(prov):
+        for name, fn in passes or PIPELINE:
+            if name == "fuse_elementwise" and not fuse:
+                continue
+            t0 = time.perf_counter()
+            g = provenance.attach(fn(g), prov)
+            res.timings[name] = time.perf_counter() - t0
+            if verify:
+                verify_graph(g)
+            res.stages[name] = g
+            if "all" in print_after or name in print_after:
+                print(f"# --- after {name} ---")
+                print(g)
     res.graph = g
     return res
 

@@ -85,7 +85,8 @@ def test_lstm_prints_one_scan_with_cell_inside():
     assert ops.count("where") == 3  # sequence_length masking of c, h and the output
     outside = [ln for ln in lines[:k] + lines[k + 2 + len(body):]]
     assert not any(" = matmul" in ln or " = sigmoid" in ln for ln in outside)
-    assert lines[0] == "# a=X  b=L  c=rnn/basic_lstm_cell/kernel  d=rnn/basic_lstm_cell/bias"
+    assert lines[0] == "# kernel=rnn/basic_lstm_cell/kernel  bias=rnn/basic_lstm_cell/bias"
+    assert lines[1].startswith("{ lambda ; X:f32[B,T,2] L:i32[B] kernel:f32[6,16] bias:f32[16]. ")
 
 
 def test_printer_names_and_literals():
@@ -94,12 +95,11 @@ def test_printer_names_and_literals():
 
     g = rc.trace(fn, {"X": rc.Input((None, 3))}).graph
     assert str(g) == textwrap.dedent("""\
-        # a=X
-        { lambda ; a:f32[B,3]. let
-            b:f32[B,3] = mul a 2.0:f32
-            c:f32[B,3] = add b 1.0:f32
-            d:f32[B,3] = tanh c
-          in (d) }""")
+        { lambda ; X:f32[B,3]. let
+            a:f32[B,3] = mul X 2.0:f32
+            b:f32[B,3] = add a 1.0:f32
+            c:f32[B,3] = tanh b
+          in (c) }""")
 
 
 def test_printer_name_encoding():

@@ -77,7 +77,8 @@ def test_workflow2():
 
 def test_quickstart():
     out = run_example("quickstart.py", "--seed", "0")
-    assert out.startswith("# a=X  b=L  c=rnn/basic_lstm_cell/kernel  d=rnn/basic_lstm_cell/bias")
+    assert out.startswith("# kernel=rnn/basic_lstm_cell/kernel  bias=rnn/basic_lstm_cell/bias\n"
+                          "{ lambda ; X:f32[B,T,3] L:i32[B] kernel:f32[8,20] bias:f32[20]. let")
     assert out.count(" = scan[") == 1
     assert "parameters: rnn/basic_lstm_cell/kernel (8, 20), rnn/basic_lstm_cell/bias (20,)" in out
     assert "outputs: (4, 6, 5) float32" in out
