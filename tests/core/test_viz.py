@@ -29,24 +29,25 @@ def small_graph():
 
 
 def test_dot_exact_for_small_graph():
+    # boxes are values named as in the text form; literals are inline operands, not boxes
     assert viz.to_dot(small_graph()) == textwrap.dedent("""\
         digraph "rnncomp" {
-          rankdir=TB;
-          node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];
-          edge [fontname="Helvetica", fontsize=8];
+          rankdir=TB; compound=true; nodesep=0.2; ranksep=0.3; size="80,80";
+          node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, margin="0.06,0.03", height=0.3];
+          edge [fontname="Helvetica", fontsize=8, arrowsize=0.6];
           n0 [label="input X\\nf32[B,3]", fillcolor="#e0e0e0"];
           n1 [label="param w\\nf32[3,2]", fillcolor="#e0e0e0"];
-          n2 [label="matmul\\nf32[B,2]", fillcolor="#ffcc80"];
-          n3 [label="1.0:f32", fillcolor="#e0e0e0"];
-          n4 [label="add\\nf32[B,2]", fillcolor="#b3e5fc"];
-          n5 [label="tanh\\nf32[B,2]", fillcolor="#b3e5fc", penwidth=2];
+          n2 [label="a = matmul\\nf32[B,2]", fillcolor="#ffcc80"];
+          n4 [label="b = add(·, 1.0)\\nf32[B,2]", fillcolor="#b3e5fc"];
+          n5 [label="c = tanh\\nf32[B,2]", fillcolor="#b3e5fc", penwidth=2];
           n0 -> n2 [label="f32[B,3]"];
           n1 -> n2 [label="f32[3,2]"];
           n2 -> n4 [label="f32[B,2]"];
-          n3 -> n4 [label="f32[]"];
           n4 -> n5 [label="f32[B,2]"];
         }
         """)
+    assert str(small_graph()).splitlines()[1:4] == [
+        "    a:f32[B,2] = matmul X w", "    b:f32[B,2] = add a 1.0:f32", "    c:f32[B,2] = tanh b"]
 
 
 def test_dot_scan_cluster_colours_and_edge_labels():
@@ -55,17 +56,24 @@ def test_dot_scan_cluster_colours_and_edge_labels():
     clusters = re.findall(r"subgraph (cluster_\w+) \{", text)
     assert len(clusters) == 1
     scan_id = clusters[0][len("cluster_"):]
-    assert re.search(rf"  {scan_id} \[label=\"scan\[has_length=True n_carry=2 n_xs=1 "
+    # the scan box names its results as the text does (e f g = scan[...])
+    assert re.search(rf"  {scan_id} \[label=\"e f g = scan\[has_length=True n_carry=2 n_xs=1 "
                      rf"reverse=False\]\\n\(f32\[B,4\], f32\[B,4\], f32\[T,B,4\]\)\", "
                      rf"fillcolor=\"{viz.GROUP_COLORS['control']}\"\];", text)
     body = text.split(f"subgraph cluster_{scan_id} {{")[1].split("\n  }")[0]
-    assert body.count("[label=\"matmul") == 1 and body.count("[label=\"sigmoid") == 3
+    assert len(re.findall(r'label="\w+ = matmul', body)) == 1
+    assert len(re.findall(r'label="\w+ = sigmoid', body)) == 3
     assert f'fillcolor="{viz.GROUP_COLORS["contraction"]}"' in body
     assert f'fillcolor="{viz.GROUP_COLORS["elementwise"]}"' in body
     assert f'fillcolor="{viz.GROUP_COLORS["movement"]}"' in body
     assert '[label="f32[B,16]"]' in text  # the gate pre-activations
     assert '[label="f32[T,B,2]"]' in text
-    assert text.count("style=dashed") == 7 + 3  # 7 body inputs, 3 body outputs
+    # one dashed edge from the scan to its body; the body's inputs say what they bind
+    assert text.count("style=dashed") == 1
+    for want in ("step t", "carry 0 <- a", "carry 1 <- a", "x_t 0 <- b", "invariant <- L",
+                 "invariant <- kernel", "invariant <- bias"):
+        assert f" = {want}\\n" in body, want
+    assert "placeholder" not in text
 
 
 def test_networkx_export():
