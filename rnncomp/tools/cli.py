@@ -271,19 +271,27 @@ class Stages:
         self.timings: dict[str, float] = {}
 
     def names(self) -> list[str]:
-        try:
-            names = pass_names()
-        except NotAvailable:
-            names = []
-        return ["traced"] + names + ["optimized", "backward", "backward-optimized"]
+        """Every stage, in pipeline order: traced, each pass, optimized, backward, the backward
+        graph after each pass (backward:<pass>), backward-optimized."""
+        names = self._pass_names_or_empty()
+        return (["traced"] + names + ["optimized", "backward"]
+                + [f"backward:{n}" for n in names] + ["backward-optimized"])
 
     def get(self, name: str) -> Graph:
         if name in self._cache:
             return self._cache[name]
         if name == "backward":
             g = backward_graph(self.graph)
-        elif name == "backward-optimized":
-            g = optimize_stages(self.get("backward"))[0]
+        elif name == "backward-optimized" or name.startswith("backward:"):
+            # one pipeline run gives every backward stage (and one set of printed names)
+            final, pairs = optimize_stages(self.get("backward"))
+            self._cache["backward-optimized"] = final
+            for n, pg in pairs:
+                if n != "traced":
+                    self._cache.setdefault(f"backward:{n}", pg)
+            if name not in self._cache:
+                raise self.unknown(name)
+            g = self._cache[name]
         elif name in BASE_STAGES or name in self._pass_names_or_empty():
             final, pairs = optimize_stages(self.graph, self.timings)
             self._cache["optimized"] = final
@@ -292,13 +300,6 @@ class Stages:
             if name not in self._cache:
                 raise CLIError(f"stage {name!r}: the pass pipeline did not report a graph for it")
             g = self._cache[name]
-        elif name.startswith("backward:"):  # backward:<pass> = backward graph after that pass
-            sub = name.split(":", 1)[1]
-            _, pairs = optimize_stages(self.get("backward"))
-            found = [pg for n, pg in pairs if n == sub]
-            if not found:
-                raise self.unknown(name)
-            g = found[0]
         else:
             raise self.unknown(name)
         self._cache[name] = g
@@ -311,14 +312,16 @@ class Stages:
             return []
 
     def unknown(self, name: str) -> CLIError:
-        names = self.names()
-        extra = "" if len(names) > len(BASE_STAGES) else \
+        names = [n for n in self.names() if not n.startswith("backward:")]
+        k = names.index("backward") + 1
+        names[k:k] = ["backward:<pass>"]
+        extra = "" if len(names) > len(BASE_STAGES) + 1 else \
             " (pass names become stages once rnncomp.transforms.passes is available)"
-        return CLIError(f"unknown stage {name!r}; valid stages: {', '.join(names)}{extra}")
+        return CLIError(f"unknown stage {name!r}; valid stages: {', '.join(names)}{extra} "
+                        f"(--list-stages prints them all)")
 
     def check(self, name: str) -> None:
-        if name in self.names() or (name.startswith("backward:")
-                                    and name.split(":", 1)[1] in self._pass_names_or_empty()):
+        if name in self.names():
             return
         raise self.unknown(name)
 
@@ -370,7 +373,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         a, b = args.diff
         stages.check(a)
         stages.check(b)
-        ta, tb = pformat(stages.get(a)), pformat(stages.get(b))
+        ta = pformat(stages.get(a), source_lines=args.source_lines)
+        tb = pformat(stages.get(b), source_lines=args.source_lines)
         diff = list(difflib.unified_diff(ta.splitlines(), tb.splitlines(), fromfile=a, tofile=b,
                                          lineterm="", n=args.context))
         _write("\n".join(diff) if diff else f"(no differences between {a} and {b})", args.output)
@@ -392,14 +396,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         suffix = Path(args.output).suffix.lstrip(".").lower() if args.output else ""
         fmt = suffix if suffix in ("dot", "svg", "png") else "text"
     if fmt == "text":
-        _write(pformat(graph), args.output)
+        _write(pformat(graph, source_lines=args.source_lines), args.output)
         return 0
     from . import viz
 
     name = getattr(obj, "name", "rnncomp")
     title = f"{name} ({stage})"
+    draw = {"expand_fused": args.expand_fused, "source_lines": args.source_lines}
     if fmt == "dot":
-        _write(viz.to_dot(graph, name=title), args.output)
+        _write(viz.to_dot(graph, name=title, **draw), args.output)
         return 0
     # svg / png through Graphviz
     if fmt == "png" and (args.output is None or args.output == "-"):
@@ -412,12 +417,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if render is None:
         raise NotAvailable("rnncomp.tools.viz.render")
     if args.output and args.output != "-":
-        render(graph, args.output, format=fmt)
+        render(graph, args.output, format=fmt, name=title, **draw)
         print(f"wrote {args.output}", file=sys.stderr)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"graph.{fmt}"
-        render(graph, path, format=fmt)
+        render(graph, path, format=fmt, name=title, **draw)
         _write(path.read_text(), None)
     return 0
 
@@ -857,6 +862,12 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--list-stages", action="store_true", help="print the valid stage names")
     ins.add_argument("--timings", action="store_true",
                      help="print the time each pass took (on stderr)")
+    ins.add_argument("--source-lines", action="store_true",
+                     help="end each equation with the file:line of the model code that made it "
+                          "(text and --diff; tooltips in pictures)")
+    ins.add_argument("--expand-fused", action="store_true",
+                     help="pictures: draw the ops inside fused nodes (default: one box each, "
+                          "with a summary of its ops)")
     ins.set_defaults(func=cmd_inspect)
 
     run = sub.add_parser(
