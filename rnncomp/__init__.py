@@ -41,6 +41,7 @@ from .frontend.cells import (
 from .frontend.dsl import (
     abs,
     add,
+    argmax,
     broadcast_to,
     cast,
     clip_by_value,
@@ -48,6 +49,7 @@ from .frontend.dsl import (
     count,
     div,
     dropout,
+    embedding_lookup,
     equal,
     exp,
     expand_dims,

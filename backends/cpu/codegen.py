@@ -319,6 +319,31 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
     if op is Op.DIMSIZE:
         blk.emit(f"{v} = {dt}({x}.shape[{n.attr('axis')}])")
         return
+    if op is Op.GATHER:
+        tn, idn = n.inputs
+        m = " * ".join(em.dim(d) for d in idn.shape) or "1"
+        r = " * ".join(em.dim(d) for d in tn.shape[1:]) or "1"
+        call = (f"rt.gather_rows(np.ascontiguousarray({ins[0]}).reshape(({em.dim(tn.shape[0])}, "
+                f"{r})), np.ascontiguousarray({ins[1]}).reshape({m}), np.empty(({m}, {r}), {dt}))")
+        blk.emit(f"{v} = {call}[0, 0]" if _is_scalar(n) else f"{v} = {call}.reshape({sh})")
+        return
+    if op is Op.SCATTER_ADD:
+        src, idn = n.inputs
+        m = " * ".join(em.dim(d) for d in idn.shape) or "1"
+        r = " * ".join(em.dim(d) for d in n.shape[1:]) or "1"
+        blk.emit(f"{v} = rt.scatter_add_rows(np.ascontiguousarray({ins[0]}).reshape(({m}, {r})), "
+                 f"np.ascontiguousarray({ins[1]}).reshape({m}), np.zeros(({n.attr('rows')}, "
+                 f"{r}), {dt})).reshape({sh})")
+        return
+    if op is Op.ARGMAX:
+        xn = n.inputs[0]
+        ax = n.attr("axis")
+        o = " * ".join(em.dim(d) for d in xn.shape[:ax]) or "1"
+        i = " * ".join(em.dim(d) for d in xn.shape[ax + 1:]) or "1"
+        call = (f"rt.argmax3(np.ascontiguousarray({x}).reshape(({o}, {em.dim(xn.shape[ax])}, "
+                f"{i})), np.empty(({o}, {i}), {dt}))")
+        blk.emit(f"{v} = {call}[0, 0]" if _is_scalar(n) else f"{v} = {call}.reshape({sh})")
+        return
     raise NotImplementedError(f"CPU backend: no template for op {op.value}")
 
 

@@ -58,6 +58,55 @@ def take_last(x2, idx1):
 
 
 @njit(**_JIT)
+def gather_rows(table2, idx1, out2):
+    """out2[i] = table2[idx1[i]] (an embedding lookup)."""
+    n = table2.shape[0]
+    r = table2.shape[1]
+    for i in range(idx1.shape[0]):
+        k = idx1[i]
+        if k < 0 or k >= n:  # the driver turns this into take_index_error (rnncomp.ir.ops)
+            raise IndexError("rnncomp take", k, n)
+        for j in range(r):
+            out2[i, j] = table2[k, j]
+    return out2
+
+
+@njit(**_JIT)
+def scatter_add_rows(src2, idx1, out2):
+    """out2 (zeros) with src2[i] added to row idx1[i] (the gradient of gather_rows)."""
+    n = out2.shape[0]
+    r = out2.shape[1]
+    for i in range(idx1.shape[0]):
+        k = idx1[i]
+        if k < 0 or k >= n:
+            raise IndexError("rnncomp take", k, n)
+        for j in range(r):
+            out2[k, j] += src2[i, j]
+    return out2
+
+
+@njit(**_JIT)
+def argmax3(x3, out2):
+    """out2[a, c] = argmax_j x3[a, j, c]: the first maximum; a NaN counts as the maximum (the
+    first NaN), as numpy.argmax."""
+    for a in range(x3.shape[0]):
+        for c in range(x3.shape[2]):
+            best = x3[a, 0, c]
+            bi = 0
+            if best == best:
+                for j in range(1, x3.shape[1]):
+                    v = x3[a, j, c]
+                    if v != v:
+                        bi = j
+                        break
+                    if v > best:
+                        best = v
+                        bi = j
+            out2[a, c] = bi
+    return out2
+
+
+@njit(**_JIT)
 def one_hot(idx1, depth, out2):
     m = idx1.shape[0]
     for i in range(m):

@@ -314,6 +314,23 @@ class CompiledCuda:
             env[id(n)] = (idx[..., None] == xp.arange(n.attr("depth"))).astype(dt)
         elif op is Op.DIMSIZE:
             env[id(n)] = n.dtype.np.type(ins[0].shape[n.attr("axis")])
+        elif op in (Op.GATHER, Op.SCATTER_ADD):
+            src, idx = ins
+            rows = src.shape[0] if op is Op.GATHER else n.attr("rows")
+            if not self._capturing:  # a check inside a captured graph would need a device sync
+                bad = (idx < 0) | (idx >= rows)
+                if bool(bad.any()):
+                    raise take_index_error(int(idx[bad].ravel()[0]), rows)
+            idx = idx.astype(np.int64)
+            if op is Op.GATHER:
+                env[id(n)] = xp.take(src, idx, axis=0)
+            else:
+                out = self.buf(key, sh, dt)
+                out.fill(0)
+                rt.scatter_add(xp, out, idx, src)
+                env[id(n)] = out
+        elif op is Op.ARGMAX:
+            env[id(n)] = xp.argmax(ins[0], axis=n.attr("axis")).astype(dt)
         else:
             raise NotImplementedError(f"CUDA backend: no lowering for op {op.value}")
 

@@ -93,6 +93,17 @@ def get_xp():
     return cupy
 
 
+def scatter_add(xp, out, idx, src) -> None:
+    """out[idx[i]] += src[i] along axis 0, repeated indices accumulating (np.add.at; on a GPU
+    cupyx.scatter_add, atomic adds: the order of additions to one row is not fixed)."""
+    if xp is np:
+        np.add.at(out, idx, src)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(out, idx, src)
+
+
 NT = 256  # threads per block of the elementwise kernels
 
 

@@ -358,6 +358,44 @@ def take(x: Node, idx: Node) -> Node:
 gather = take
 
 
+def embedding_lookup(params: Node, ids: Node, partition_strategy: str = "mod", name=None,
+                     validate_indices: bool = True, max_norm=None) -> Node:
+    """TF1 tf.nn.embedding_lookup: rows of `params` [vocab, ...] for integer `ids` of any shape
+    -> ids.shape + params.shape[1:]. One gather op; its gradient is a scatter-add into the
+    table's rows (no one-hot matrix, no [.., vocab] temporary). Ids outside [0, vocab) are an
+    error on every backend. A list of sharded tables and max_norm are not supported."""
+    if isinstance(params, (list, tuple)):
+        if len(params) != 1:
+            raise ValueError("embedding_lookup: sharded tables (a list of several params) are "
+                             "not supported; concatenate them into one table")
+        params = params[0]
+    if max_norm is not None:
+        raise ValueError("embedding_lookup: max_norm is not supported; clip the rows yourself")
+    if not isinstance(params, Node) or params.ndim < 1:
+        raise TypeError(f"embedding_lookup: params must be an rnncomp array of rank >= 1, "
+                        f"received {params!r}")
+    if not isinstance(ids, Node) or not ids.dtype.is_int:
+        raise TypeError(f"embedding_lookup: ids must be an integer rnncomp array, received "
+                        f"{ids!r}")
+    return ops.gather(params, ids)
+
+
+def argmax(input: Node, axis: int | None = None, name=None, dimension: int | None = None,  # noqa: A002
+           output_type="i64") -> Node:
+    """TF1 tf.argmax: the index of the largest entry along `axis` (default 0, as TF1), as
+    `output_type` (i64, or i32). The first index wins ties; a NaN counts as the largest.
+    Not differentiable (its inputs get no gradient through it). Runs on every backend."""
+    if axis is not None and dimension is not None:
+        raise ValueError("argmax: pass axis or dimension (its old name), not both")
+    ax = axis if axis is not None else (dimension if dimension is not None else 0)
+    if isinstance(ax, bool) or not isinstance(ax, int):
+        raise TypeError(f"argmax: axis must be an int, received {ax!r}")
+    if not isinstance(input, Node):
+        raise TypeError(f"argmax: input must be an rnncomp array, received "
+                        f"{type(input).__name__}")
+    return ops.argmax(input, ax, as_dtype(output_type))
+
+
 def one_hot(idx: Node, depth: int, dtype=None) -> Node:
     return ops.one_hot(idx, depth, as_dtype(dtype) if dtype is not None else current().dtype)
 

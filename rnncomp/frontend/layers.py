@@ -94,9 +94,10 @@ def embedding(ids: Node, vocab: int, dim: int, name: str | None = None,
               init="random_uniform", dtype=None, reuse: bool = False) -> Node:
     """Rows of a [vocab, dim] table for integer ids of any shape -> [..., dim].
 
-    Implemented as one_hot(ids) @ table, so it is differentiable with the existing ops (the
-    table's gradient is one GEMM). When `ids` is a graph input, its values are checked to be in
-    [0, vocab) before running.
+    One gather op (rc.embedding_lookup): its gradient is a scatter-add of the output gradient
+    into the table's rows, so time and memory grow with the number of ids, not with the
+    vocabulary (no one-hot [.., vocab] matrix). When `ids` is a graph input, its values are
+    checked to be in [0, vocab) before running; computed ids are checked by the gather itself.
     """
     for nm, v in (("vocab", vocab), ("dim", dim)):
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -111,4 +112,4 @@ def embedding(ids: Node, vocab: int, dim: int, name: str | None = None,
     name = _layer_name(name, "embedding", "embeddings", reuse)
     with variable_scope(name):
         table = param("embeddings", (vocab, dim), init, dtype=dt)
-    return dsl.matmul(dsl.one_hot(ids, vocab, dt), table)
+    return dsl.embedding_lookup(table, ids)

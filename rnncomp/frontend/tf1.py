@@ -166,6 +166,7 @@ nn = Namespace(
     softmax=dsl.softmax,
     log_softmax=dsl.log_softmax,
     sparse_softmax_cross_entropy_with_logits=losses.sparse_softmax_cross_entropy_with_logits,
+    embedding_lookup=dsl.embedding_lookup,
 )
 
 contrib = Namespace(

@@ -79,6 +79,9 @@ class Op(enum.Enum):
     TAKE = "take"
     ONE_HOT = "one_hot"
     DIMSIZE = "dimsize"
+    ARGMAX = "argmax"  # index of the largest entry along one axis (not differentiable)
+    GATHER = "gather"  # rows of a table: table[idx] (embedding lookup)
+    SCATTER_ADD = "scatter_add"  # zeros [rows, ...] with src rows added at idx (gather's VJP)
     # control
     SCAN = "scan"
     ITEM = "item"

@@ -786,6 +786,82 @@ register(OpDef(Op.ONE_HOT, _one_hot_rule,
                lambda node, ct, idx: (None,)))
 
 
+def _argmax_rule(inputs, attrs):
+    (x,) = inputs
+    if not (x.dtype.is_float or x.dtype.is_int):
+        raise ShapeError(f"argmax: expected a float or integer input, received {x.dtype}")
+    if x.ndim == 0:
+        raise ShapeError("argmax: expected an input of rank >= 1, received a scalar")
+    ax = attrs["axis"]
+    if not 0 <= ax < x.ndim:
+        raise ShapeError(f"argmax: axis {ax} out of range for rank {x.ndim}")
+    dt = as_dtype(attrs["dtype"])
+    if not dt.is_int:
+        raise ShapeError(f"argmax: output_type must be an integer dtype, received {dt}")
+    return tuple(d for k, d in enumerate(x.shape) if k != ax), dt
+
+
+def _argmax_impl(ctx, attrs, x):
+    # numpy.argmax: the first of equal maxima; a NaN counts as the maximum (the first NaN)
+    return np.asarray(np.argmax(x, axis=attrs["axis"])).astype(as_dtype(attrs["dtype"]).np)
+
+
+register(OpDef(Op.ARGMAX, _argmax_rule, _argmax_impl, NOT_DIFFERENTIABLE,
+               doc="index of the largest entry along `axis` (first of ties; TF1 tf.argmax)"))
+
+
+def _gather_rule(inputs, attrs):
+    table, idx = inputs
+    if not idx.dtype.is_int:
+        raise ShapeError(f"gather: indices must be integers, received {idx.dtype}")
+    if table.ndim < 1:
+        raise ShapeError("gather: expected a table of rank >= 1 (rows first), received a scalar")
+    return tuple(idx.shape) + tuple(table.shape[1:]), table.dtype
+
+
+def _gather_impl(ctx, attrs, table, idx):
+    check_take_indices(idx, table.shape[0])
+    return np.take(table, idx.astype(np.int64), axis=0)
+
+
+def _vjp_gather(node, ct, table, idx):
+    if not isinstance(table.shape[0], int):
+        raise ShapeError(f"gather: the gradient needs a static number of rows, received "
+                         f"[{shape_str(table.shape)}]")
+    return scatter_add(ct, idx, table.shape[0]), None
+
+
+register(OpDef(Op.GATHER, _gather_rule, _gather_impl, _vjp_gather,
+               doc="rows of a table: table[idx] -> idx.shape + table.shape[1:] (TF1 tf.gather "
+                   "on axis 0, tf.nn.embedding_lookup)"))
+
+
+def _scatter_add_rule(inputs, attrs):
+    src, idx = inputs
+    if not idx.dtype.is_int:
+        raise ShapeError(f"scatter_add: indices must be integers, received {idx.dtype}")
+    k = idx.ndim
+    if tuple(src.shape[:k]) != tuple(idx.shape):
+        raise ShapeError(f"scatter_add: src [{shape_str(src.shape)}] must start with the "
+                         f"indices' shape [{shape_str(idx.shape)}]")
+    rows = attrs["rows"]
+    if not isinstance(rows, int) or rows < 1:
+        raise ShapeError(f"scatter_add: rows must be a positive int, received {rows!r}")
+    return (rows,) + tuple(src.shape[k:]), src.dtype
+
+
+def _scatter_add_impl(ctx, attrs, src, idx):
+    check_take_indices(idx, attrs["rows"])
+    out = np.zeros((attrs["rows"],) + src.shape[idx.ndim:], src.dtype)
+    np.add.at(out, idx.astype(np.int64), src)
+    return out
+
+
+register(OpDef(Op.SCATTER_ADD, _scatter_add_rule, _scatter_add_impl,
+               lambda node, ct, src, idx: (gather(ct, idx), None),
+               doc="zeros [rows, ...] with src[i] added to row idx[i] (gather's gradient)"))
+
+
 def _dimsize_rule(inputs, attrs):
     (x,) = inputs
     if not 0 <= attrs["axis"] < x.ndim:
@@ -1115,6 +1191,18 @@ def tensordot(a, b, a_axes, b_axes):
 
 def one_hot(idx, depth, dtype):
     return make(Op.ONE_HOT, idx, depth=int(depth), dtype=as_dtype(dtype))
+
+
+def argmax(x, axis, dtype="i64"):
+    return make(Op.ARGMAX, x, axis=norm_axis(axis, x.ndim, "argmax"), dtype=as_dtype(dtype))
+
+
+def gather(table, idx):
+    return make(Op.GATHER, table, idx)
+
+
+def scatter_add(src, idx, rows):
+    return make(Op.SCATTER_ADD, src, idx, rows=int(rows))
 
 
 def stop_gradient(x):

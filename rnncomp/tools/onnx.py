@@ -369,6 +369,11 @@ class _Exporter:
             idx = b.op("Unsqueeze", [b.op("Cast", [ins[1]], to=_ELEM[DType.i64]), b.i64([-1])])
             g = b.op("GatherElements", [ins[0], idx], axis=n.inputs[0].ndim - 1)
             return b.op("Squeeze", [g, b.i64([-1])])
+        if op is Op.GATHER:  # embedding lookup: rows of the table
+            return b.op("Gather", ins, axis=0)
+        if op is Op.ARGMAX:
+            r = b.op("ArgMax", ins, axis=n.attr("axis"), keepdims=0)  # int64
+            return r if n.dtype is DType.i64 else b.op("Cast", [r], to=_ELEM[n.dtype])
         if op is Op.ONE_HOT:
             idx = b.op("Unsqueeze", [ins[0], b.i64([-1])])
             rng = b.const(np.arange(n.attr("depth"), dtype=n.inputs[0].dtype.np))

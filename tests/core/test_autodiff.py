@@ -160,6 +160,16 @@ def _one_hot_case(rng):
             lambda x, i: ops.mul(x, ops.one_hot(i, 5, F64)))
 
 
+def _gather_case(rng):
+    return ([_n(rng, 6, 4), np.array([[0, 5, 2], [5, 5, 1]], np.int32)],
+            lambda t, i: ops.gather(t, i))
+
+
+def _scatter_add_case(rng):
+    return ([_n(rng, 3, 4), np.array([2, 0, 2], np.int64)],
+            lambda s, i: ops.scatter_add(s, i, 5))
+
+
 def _dimsize_case(rng):
     return ([_n(rng, 3, 5)],
             lambda x: ops.mul(x, ops.make(Op.DIMSIZE, x, axis=0, dtype=F64)))
@@ -218,6 +228,8 @@ OP_CASES: dict[Op, list[Callable]] = {
     Op.TAKE: [_take_case],
     Op.ONE_HOT: [_one_hot_case],
     Op.DIMSIZE: [_dimsize_case],
+    Op.GATHER: [_gather_case],
+    Op.SCATTER_ADD: [_scatter_add_case],
     Op.SCAN: [_scan_case(), _scan_case(reverse=True), _scan_case(with_length=True)],
     Op.ITEM: [_scan_case()],
 }
@@ -587,21 +599,19 @@ def test_value_and_grad_api_errors_and_outputs(rng):
 # Backends: value_and_grad goes through rnncomp.runtime.compiler.compile_graph for backend != "interp"
 # ---------------------------------------------------------------------------------------------
 def test_value_and_grad_dispatches_to_compile_graph(monkeypatch, rng):
-    import sys
-    import types
-
     calls = []
 
     def compile_graph(graph, backend="cpu", **options):
         calls.append((graph, backend))
         return lambda *args: rc.interpret(graph, list(args))
 
-    fake = types.ModuleType("rnncomp.runtime.compiler")
-    fake.compile_graph = compile_graph
-    monkeypatch.setitem(sys.modules, "rnncomp.runtime.compiler", fake)
+    from rnncomp.runtime import compiler
+
+    monkeypatch.setattr(compiler, "compile_graph", compile_graph)
+    monkeypatch.setitem(compiler.BACKENDS, "fake", "no.such.module")  # a registered name
     m = _lstm_model()
     x = rng.standard_normal((2, 3, 3)).astype(np.float32)
-    ref_out, ref = m.value_and_grad(m.init(0), X=x)
+    ref_out, ref = m.value_and_grad(m.init(0), X=x, backend="interp")
     from rnncomp.runtime.grad import model_grad_graph
 
     for _ in range(2):

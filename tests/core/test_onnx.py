@@ -330,6 +330,7 @@ def kitchen_sink(X, ids, lab, X0, X1):
                                 rc.sqrt(rc.abs(X)) + rc.pow(rc.square(X) + 1.0, 0.5)),
         "logic": rc.cast(rc.logical_and(X > 0.0, rc.logical_not(X > 1.0)), "f32"),
         "loss": losses.sparse_softmax_cross_entropy(labels=lab, logits=logits),
+        "argmax": rc.argmax(logits, -1), "argmax_i32": rc.argmax(X, axis=1, output_type="i32"),
     }
 
 

@@ -160,6 +160,28 @@ def _one_hot_case(rng, dt):
             lambda x, i: ops.mul(x, ops.one_hot(i, 5, x.dtype)))
 
 
+def _argmax_case(rng, dt):
+    # ties (rounded values) pick the first index; the result enters the loss as a float
+    x = np.round(rng.standard_normal((2, 3, 5)) * 2).astype(dt)
+    return ([x], lambda x: ops.cast(ops.argmax(x, 2), x.dtype))
+
+
+def _argmax_axis0_case(rng, dt):
+    return ([Inp(_n(rng, dt, 3, 4), ("M", 4))],
+            lambda x: ops.cast(ops.argmax(x, 0, "i32"), x.dtype))
+
+
+def _gather_case(rng, dt):
+    # repeated rows: the gradient accumulates them (scatter-add)
+    return ([_n(rng, dt, 6, 4), np.array([[0, 5, 2], [5, 5, 1]], np.int32)],
+            lambda t, i: ops.gather(t, i))
+
+
+def _scatter_add_case(rng, dt):
+    return ([Inp(_n(rng, dt, 3, 4), ("M", 4)), Inp(np.array([2, 0, 2], np.int64), ("M",))],
+            lambda s, i: ops.scatter_add(s, i, 5))
+
+
 def _dimsize_case(rng, dt):
     return ([Inp(_n(rng, dt, 3, 5), ("M", 5))],
             lambda x: ops.mul(x, ops.make(Op.DIMSIZE, x, axis=0, dtype=x.dtype)))
@@ -260,6 +282,9 @@ CASES: dict[Op, list[Callable]] = {
     Op.TAKE: [_take_case],
     Op.ONE_HOT: [_one_hot_case],
     Op.DIMSIZE: [_dimsize_case],
+    Op.ARGMAX: [_argmax_case, _argmax_axis0_case],
+    Op.GATHER: [_gather_case],
+    Op.SCATTER_ADD: [_scatter_add_case],
     Op.SCAN: [_scan_case(), _scan_case(reverse=True), _scan_case(with_length=True)],
 }
 
