@@ -247,7 +247,7 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         else:
             m = " * ".join(em.dim(d) for d in a.shape[:-1])
             blk.emit(f"{v} = np.dot(np.ascontiguousarray({ins[0]}).reshape(({m}, "
-                     f"{em.dim(a.shape[-1])})), {ins[1]}).reshape({sh})")
+                     f"{em.dim(a.shape[-1])})), np.ascontiguousarray({ins[1]})).reshape({sh})")
         return
     if op is Op.TENSORDOT:
         _emit_tensordot(n, ins, v, em, blk)

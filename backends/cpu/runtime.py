@@ -139,7 +139,14 @@ def mm(a, b, out):
     m, k = a.shape
     n = b.shape[1]
     if m * n * k >= 32 * 32 * 32 or m >= 32:
-        np.dot(a, b, out)
+        # views (slices of a weight matrix or a time step) are typed with an unknown layout:
+        # ascontiguousarray checks at run time and copies only if needed (np.dot on such
+        # arrays would copy them every call, and make Numba warn "np.vdot() is faster on
+        # contiguous arrays")
+        oc = np.ascontiguousarray(out)
+        np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b), oc)
+        if not out.flags.c_contiguous:
+            out[:, :] = oc
         return out
     for i in range(m):
         for j in range(n):
