@@ -102,15 +102,20 @@ def _check_wrt(model: Any, wrt: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def model_grad_graph(model: Any, output: int | str | Sequence = 0,
-                     wrt: Sequence[str] | None = None, preoptimize: bool = False) -> Graph:
+                     wrt: Sequence[str] | None = None, preoptimize: bool = False,
+                     recompute: bool = False) -> Graph:
     """The graph (model inputs) -> (forward outputs..., d output / d wrt ...), cached on the
-    model. `wrt` defaults to every trainable parameter."""
+    model. `wrt` defaults to every trainable parameter. recompute=True: BPTT keeps only each
+    step's carries and recomputes the rest backwards (rnncomp.transforms.autodiff.vjp)."""
     idx = output_index(model, output)
     names = _check_wrt(model, wrt)
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute: expected True or False, received {recompute!r}")
     cache = model.__dict__.setdefault("_grad_graphs", {})
-    key = (idx, names, preoptimize)
+    key = (idx, names, preoptimize, recompute)
     if key not in cache:
-        cache[key] = _grad_graph(model.graph, idx, list(names), preoptimize=preoptimize)
+        cache[key] = _grad_graph(model.graph, idx, list(names), preoptimize=preoptimize,
+                                 recompute=recompute)
     return cache[key]
 
 
@@ -140,7 +145,7 @@ def run_graph(model: Any, graph: Graph, args: list[np.ndarray], backend: str = "
 def value_and_grad(model: Any, params: Mapping[str, Any], *, wrt: Sequence[str] | None = None,
                    output: int | str | Sequence = 0, training: bool = False, seed: int = 0,
                    backend: str = "auto", check_finite: bool = False,
-                   example_offset: int = 0,
+                   example_offset: int = 0, recompute: bool = False,
                    **inputs: Any) -> tuple[Any, dict[str, np.ndarray]]:
     """(outputs with the model's structure, {name: d output / d name}) in one run.
 
@@ -148,13 +153,16 @@ def value_and_grad(model: Any, params: Mapping[str, Any], *, wrt: Sequence[str] 
     of their parameter or input. `training` and `seed` set the dropout mode and masks exactly
     as in `model(...)`, so the gradient is the gradient of the very function that was run.
     `example_offset`: the global index of the batch's first example (dropout masks are keyed
-    by it; a data-parallel shard passes its start).
+    by it; a data-parallel shard passes its start). `recompute`: BPTT stores only the carries
+    of each step and recomputes the step's other values in the reverse scan (about 4x less
+    activation memory for an LSTM, one more forward step of work per step); the gradients are
+    the same.
     """
     # compiled backends get the forward graph optimized before differentiation
     from .compiler import AUTO, default_backend
 
     compiled = backend != "interp" and not (backend == AUTO and default_backend() == "interp")
-    g = model_grad_graph(model, output, wrt, preoptimize=compiled)
+    g = model_grad_graph(model, output, wrt, preoptimize=compiled, recompute=recompute)
     names = _check_wrt(model, wrt)
     args = model.arguments(params, inputs, training, seed, example_offset)
     outs = run_graph(model, g, args, backend, check_finite)

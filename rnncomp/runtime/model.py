@@ -274,17 +274,18 @@ class Model:
         return self._compiled[key]
 
     # -- gradients (rnncomp.runtime.grad) --------------------------------------------------------------
-    def grad_graph(self, output: Any = 0, wrt: Any = None) -> Graph:
+    def grad_graph(self, output: Any = 0, wrt: Any = None, recompute: bool = False) -> Graph:
         """The forward + backward graph of d outputs[output] / d wrt (cached); print it to see
         the BPTT reverse scan. See rnncomp.runtime.grad.model_grad_graph."""
         from .grad import model_grad_graph
 
-        return model_grad_graph(self, output, wrt)
+        return model_grad_graph(self, output, wrt, recompute=recompute)
 
     def value_and_grad(self, params: Mapping[str, Any], *args: Any, wrt: Any = None,
                        output: Any = 0, training: bool = False, seed: int = 0,
                        backend: str = "auto", check_finite: bool = False,
-                       example_offset: int = 0, **inputs: Any) -> tuple[Any, dict]:
+                       example_offset: int = 0, recompute: bool = False,
+                       **inputs: Any) -> tuple[Any, dict]:
         """(outputs, {name: gradient}) of the scalar output `output`; see rnncomp.runtime.grad."""
         from .grad import value_and_grad
 
@@ -293,7 +294,7 @@ class Model:
 
         res = value_and_grad(self, params, wrt=wrt, output=output, training=training,
                              seed=seed, backend=backend, check_finite=check_finite,
-                             example_offset=example_offset, **inputs)
+                             example_offset=example_offset, recompute=recompute, **inputs)
         if check_finite and backend != "interp" and not _all_finite(
                 flatten(res)[0] + [params[k] for k in self.param_specs if k in params]
                 + [v for k, v in inputs.items() if k in self.input_names]):
@@ -301,7 +302,8 @@ class Model:
             # NonFiniteError naming the op and time step
             return self.value_and_grad(params, wrt=wrt, output=output, training=training,
                                        seed=seed, backend="interp", check_finite=True,
-                                       example_offset=example_offset, **inputs)
+                                       example_offset=example_offset, recompute=recompute,
+                                       **inputs)
         return res
 
     # -- batched inference ----------------------------------------------------------------------

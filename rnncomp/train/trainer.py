@@ -82,14 +82,21 @@ class Trainer:
         warning where compiling is impossible), "interp", "cpu" or "cuda".
     distributed: None (one process) or "mpi": data-parallel over the ranks of `mpiexec`
         (see rnncomp.train.distributed and docs/distributed.md).
+    on_nonfinite: "raise" (stop at a NaN/Inf loss or gradient) or "skip" (skip that step).
+    recompute: BPTT stores only each step's carries and recomputes the rest backwards (less
+        memory, about one more forward pass of work; the same gradients).
     """
 
     def __init__(self, model: Any, loss_output: int | str | Sequence = 0,
                  optimizer: optim.Optimizer | None = None, clip_norm: float | None = None,
                  clip_value: float | None = None, backend: str = "auto",
                  wrt: Sequence[str] | None = None, training: bool = True,
-                 distributed: str | None = None, on_nonfinite: str = "raise"):
+                 distributed: str | None = None, on_nonfinite: str = "raise",
+                 recompute: bool = False):
         self.model = model
+        if not isinstance(recompute, bool):
+            raise TypeError(f"recompute: expected True or False, received {recompute!r}")
+        self.recompute = recompute
         self.loss_output = loss_output
         output_index(model, loss_output)  # fail early on a bad selector
         self.optimizer = optimizer if optimizer is not None else optim.Adam(1e-3)
@@ -197,7 +204,7 @@ class Trainer:
         params = self.model.check_params(params)
         outs, grads = value_and_grad(self.model, params, wrt=self.wrt, output=self.loss_output,
                                      training=self.training, seed=seed, backend=self.backend,
-                                     **batch_inputs)
+                                     recompute=self.recompute, **batch_inputs)
         loss = float(_select(self.model, outs, self.loss_output))
         params, opt_state, norm = self._apply(params, opt_state, grads, loss)
         return params, opt_state, loss, norm
@@ -378,7 +385,8 @@ class Trainer:
                 outs, grads = value_and_grad(self.model, params, wrt=self.wrt,
                                              output=self.loss_output, training=self.training,
                                              seed=seed, backend=self.backend,
-                                             example_offset=sh.offset, **sh.inputs)
+                                             example_offset=sh.offset,
+                                             recompute=self.recompute, **sh.inputs)
                 loss, weight = float(_select(self.model, outs, self.loss_output)), sh.n
             else:
                 grads = {n: np.zeros_like(params[n]) for n in self.wrt}

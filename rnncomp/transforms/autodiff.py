@@ -65,7 +65,8 @@ class _ScanVJP:
     res_ph: list[Node]  # their placeholders in the backward body
 
 
-def _augment(scan: Node, new_inputs: Sequence[Node]) -> tuple[Node, _ScanVJP]:
+def _augment(scan: Node, new_inputs: Sequence[Node],
+             recompute: bool = False) -> tuple[Node, _ScanVJP]:
     info = scan_info(scan)
     body: Graph = scan.attr("body")
     outs = list(body.outputs)
@@ -110,6 +111,12 @@ def _augment(scan: Node, new_inputs: Sequence[Node]) -> tuple[Node, _ScanVJP]:
         if is_residual(g) and id(g) not in seen:
             seen.add(id(g))
             residuals.append(g)
+    if recompute:
+        # rematerialisation: save only the carries entering each step; the backward body
+        # recomputes the step's forward values from them (substituting the saved carry for the
+        # carry placeholder rebuilds every primal node that depends on it)
+        reach = {id(n) for n in toposort(bwd_roots)}
+        residuals = [c for c in body.inputs[1:1 + info.n_carry] if id(c) in reach]
     res_ph = [ops.placeholder(r.shape, r.dtype, role="res") for r in residuals]
     aug_body = Graph(body.inputs, list(prim_outs) + residuals)
     fwd = ops.make(Op.SCAN, *new_inputs, **{**dict(scan.attrs), "body": aug_body})
@@ -247,11 +254,13 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
 
 
 def vjp(outputs: Sequence[Node], seeds: Sequence[Node | None],
-        wrt: Sequence[Node]) -> tuple[list[Node], list[Node | None]]:
+        wrt: Sequence[Node], recompute: bool = False) -> tuple[list[Node], list[Node | None]]:
     """Cotangents of `wrt` given cotangent seeds for `outputs` (None = zero).
 
     Returns (primal outputs, grads): the primal outputs may differ from `outputs` because scans
-    are augmented to save residuals; use them in place of the originals.
+    are augmented to save residuals; use them in place of the originals. With recompute=True
+    scans save only their carries per step and the reverse scans recompute each step's forward
+    values from them (less memory, one more forward step of work per step).
     """
     # Phase A: augment every scan so that it saves the residuals its transpose needs.
     memo: dict[int, Node] = {}
@@ -259,7 +268,7 @@ def vjp(outputs: Sequence[Node], seeds: Sequence[Node | None],
     for n in toposort(outputs):
         new_in = [memo[id(i)] for i in n.inputs]
         if n.op is Op.SCAN:
-            s, sv = _augment(n, new_in)
+            s, sv = _augment(n, new_in, recompute)
             aug[id(s)] = sv
             memo[id(n)] = s
         elif all(a is b for a, b in zip(new_in, n.inputs)):
@@ -311,13 +320,17 @@ def vjp(outputs: Sequence[Node], seeds: Sequence[Node | None],
 
 
 def grad_graph(graph: Graph, loss_index: int = 0, wrt: Sequence[str] | None = None,
-               extra_outputs: bool = True, preoptimize: bool = False) -> Graph:
+               extra_outputs: bool = True, preoptimize: bool = False,
+               recompute: bool = False) -> Graph:
     """A graph computing the forward outputs and d(outputs[loss_index])/d(wrt).
 
     The loss must be a float scalar. `wrt` names parameters and/or inputs (default: every
     parameter). Outputs: the forward outputs (if extra_outputs) then one gradient per wrt name
-    (zeros if the loss does not depend on it).
+    (zeros if the loss does not depend on it). recompute=True: BPTT stores only each step's
+    carries and recomputes the rest in the reverse scan (see `vjp`).
     """
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute: expected True or False, received {recompute!r}")
     if preoptimize:
         # Optimize the forward graph first (the input projection leaves the loop as one GEMM):
         # its VJP is then one GEMM for dW_x and one for dX outside the reverse loop, and the
@@ -343,7 +356,7 @@ def grad_graph(graph: Graph, loss_index: int = 0, wrt: Sequence[str] | None = No
     # the forward values keep their printed names; gradient values continue the count
     prov = ensure_family(graph).child()
     with provenance.recording(prov):
-        prim, grads = vjp(list(graph.outputs), seeds, targets)
+        prim, grads = vjp(list(graph.outputs), seeds, targets, recompute)
         grads = [g if g is not None else ops.zeros_like(t) for g, t in zip(grads, targets)]
     outs = (list(prim) if extra_outputs else []) + grads
     return provenance.attach(Graph(graph.inputs, outs), prov)
