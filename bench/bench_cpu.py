@@ -35,6 +35,9 @@ process start to the first result, and separately import, compile_graph() and th
     python bench/bench_cpu.py --threads 1 2          # 1-thread and 2-thread columns
     python bench/bench_cpu.py --configs medium --cells lstm gru --repeat 9 --json out.json
 
+PyTorch and JAX are optional: without them the tables have rnncomp's columns only (the other
+columns read "-") and one line says what to install (`pip install torch jax`).
+
 Each thread setting runs in its own subprocess (BLAS/OMP thread variables must be set before
 numpy is imported). Timings on a shared machine are noisy: every number is a median of
 repeated calls, all sides are timed in the same process, interleaved per case.
@@ -364,9 +367,35 @@ def gemm_roofline(B, I, H, T, G, rep):
     return ms, f / ms, cpu, f / cpu
 
 
-def run_case(cfg, cell, rep, budget, use_jax, log):
+def _torch_case(r, cell, I, H, params, X, R, y_rc, dX_rc, rep, budget, log):
+    """The PyTorch side of one case: its times into r, its outputs compared with rnncomp's."""
     np = _np()
     import torch
+
+    fn, mod = torch_side(cell, I, H, params)
+    xt, Rt = torch.from_numpy(X), torch.from_numpy(R)
+    with torch.no_grad():
+        (r["torch_fwd_ms"], r["torch_fwd_cpu_ms"], r["torch_fwd_n"],
+         _) = med_times(lambda: fn(xt), rep, budget)
+        y_t = fn(xt).numpy()
+    xg = xt.clone().requires_grad_(True)
+
+    def tfb():
+        mod.zero_grad(set_to_none=True)
+        xg.grad = None
+        (fn(xg) * Rt).sum().backward()
+
+    r["torch_fb_ms"], r["torch_fb_cpu_ms"], r["torch_fb_n"], _ = med_times(tfb, rep, budget)
+    tfb()
+    r["err_fwd_torch"] = float(np.max(np.abs(y_rc - y_t)))
+    r["err_dX_torch"] = float(np.max(np.abs(dX_rc - xg.grad.numpy())) /
+                              max(1e-30, float(np.max(np.abs(xg.grad.numpy())))))
+    log(f"  torch    fwd {r['torch_fwd_ms']:9.2f} ms  f+b {r['torch_fb_ms']:9.2f} ms   "
+        f"max|y diff| {r['err_fwd_torch']:.1e}  dX rel {r['err_dX_torch']:.1e}")
+
+
+def run_case(cfg, cell, rep, budget, use_jax, log, use_torch=True):
+    np = _np()
     B, I, H, T = CONFIGS[cfg]
     G = GATES[cell]
     gflop = 2.0 * B * (I + H) * G * H * T / 1e9
@@ -399,26 +428,8 @@ def run_case(cfg, cell, rep, budget, use_jax, log):
     dX_rc = outs[1 + wrt.index("X")]
 
     # torch
-    fn, mod = torch_side(cell, I, H, params)
-    xt, Rt = torch.from_numpy(X), torch.from_numpy(R)
-    with torch.no_grad():
-        (r["torch_fwd_ms"], r["torch_fwd_cpu_ms"], r["torch_fwd_n"],
-         _) = med_times(lambda: fn(xt), rep, budget)
-        y_t = fn(xt).numpy()
-    xg = xt.clone().requires_grad_(True)
-
-    def tfb():
-        mod.zero_grad(set_to_none=True)
-        xg.grad = None
-        (fn(xg) * Rt).sum().backward()
-
-    r["torch_fb_ms"], r["torch_fb_cpu_ms"], r["torch_fb_n"], _ = med_times(tfb, rep, budget)
-    tfb()
-    r["err_fwd_torch"] = float(np.max(np.abs(y_rc - y_t)))
-    r["err_dX_torch"] = float(np.max(np.abs(dX_rc - xg.grad.numpy())) /
-                              max(1e-30, float(np.max(np.abs(xg.grad.numpy())))))
-    log(f"  torch    fwd {r['torch_fwd_ms']:9.2f} ms  f+b {r['torch_fb_ms']:9.2f} ms   "
-        f"max|y diff| {r['err_fwd_torch']:.1e}  dX rel {r['err_dX_torch']:.1e}")
+    if use_torch:
+        _torch_case(r, cell, I, H, params, X, R, y_rc, dX_rc, rep, budget, log)
 
     # jax
     if use_jax:
@@ -601,8 +612,12 @@ def worker(a):
     threads = a.worker
     np = _np()
     import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS: numba's np.dot uses it)
-    import torch
-    torch.set_num_threads(threads)
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    else:
+        torch.set_num_threads(threads)
     try:
         from threadpoolctl import threadpool_limits
         threadpool_limits(threads)
@@ -620,8 +635,10 @@ def worker(a):
         print(s, flush=True)
 
     out = {"threads": threads, "machine": machine_info(), "blas": blas_info(),
-           "jax": jax_note or "lax.scan under jit", "cases": [], "load": [os.getloadavg()]}
-    log(f"[threads={threads}] load {os.getloadavg()}  torch {torch.__version__}")
+           "jax": jax_note or "lax.scan under jit", "cases": [], "load": [os.getloadavg()],
+           "torch": torch.__version__ if torch is not None else None}
+    log(f"[threads={threads}] load {os.getloadavg()}  torch "
+        f"{torch.__version__ if torch is not None else 'not installed'}")
     for cfg in a.configs:
         for cell in a.cells:
             rep = a.repeat or (3 if (a.quick or cfg == "large") else 7)
@@ -630,7 +647,7 @@ def worker(a):
             log(f"{cfg} {CONFIGS[cfg]} {cell}")
             try:
                 r = run_case(cfg, cell, rep, a.budget * (2 if cfg == "large" else 1),
-                             use_jax, log)
+                             use_jax, log, use_torch=torch is not None)
             except Exception as e:  # noqa: BLE001
                 import traceback
                 traceback.print_exc()
@@ -685,7 +702,7 @@ def table(results, clock=""):
                 gfs = c.get(f"rc_{mode}{clock}_gflops")
                 roof = c[f"roof{clock}_gflops"]
                 row += [fmt(ours, 2), fmt(gfs), f"{100 * gfs / roof:.0f}%",
-                        fmt(tor, 2), f"{tor / ours:.2f}x",
+                        fmt(tor, 2), f"{tor / ours:.2f}x" if tor else "-",
                         fmt(jx, 2), f"{jx / ours:.2f}x" if jx else "-"]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -770,6 +787,12 @@ def main(argv=None):
         print(f"jax: {w['jax']}; load during worker: "
               f"{[round(x[0], 1) for x in w['load']]}")
     print()
+    missing = [name for name, ok in (("torch", w0.get("torch")),
+                                     ("jax", not w0["jax"].startswith("jax not installed")))
+               if not ok]
+    if missing:
+        print(f"rnncomp columns only: {' and '.join(missing)} not installed (pip install "
+              f"{' '.join(missing)} adds {'their' if len(missing) > 1 else 'its'} columns)")
     print("ratios: x torch = torch ms / rnncomp ms (> 1: rnncomp faster); same for x jax")
     print("wall time (median):")
     print(table(results))
