@@ -1,5 +1,6 @@
-"""Quality bars for the examples (all `slow`: the default run deselects them, .ci/run runs them
-as its second step with -m slow): each trains with its defaults (or the full-size setting for
+"""Quality bars for the examples (the encoder-decoder and MNIST bars are `slow`: the default run
+deselects them, .ci/run runs them as its second step with -m slow; the time-series bar takes
+seconds and stays in the default set): each trains with its defaults (or the full-size setting for
 MNIST) and must beat a stated baseline by a stated margin.
 
   * time series: test MSE <= 0.5 x the MSE of the naive last-value predictor (measured: about
@@ -26,7 +27,6 @@ from helpers import run_example
 BAR_BACKEND = os.environ.get("RNNCOMP_EXAMPLES_BACKEND")  # None: the example's default (cpu)
 
 
-@pytest.mark.slow
 def test_time_series_beats_naive_predictor(tmp_path):
     res, _ = run_example("time_series.py", "--generate", "20", out=tmp_path,
                          backend=BAR_BACKEND, timeout=600)
