@@ -101,6 +101,11 @@ from .frontend.dsl import (
     zeros_like,
 )
 from .frontend.rnn import dynamic_rnn, scan, static_rnn, step_index
+from .frontend.bidirectional import (
+    bidirectional_dynamic_rnn,
+    reverse_sequence,
+    stack_bidirectional_dynamic_rnn,
+)
 from .frontend.tf1 import (
     bool_,
     constant_initializer,

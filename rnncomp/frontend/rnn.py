@@ -150,8 +150,17 @@ def dynamic_rnn(
     them where the backend runs: host memory on CPU; to bound BPTT memory use truncated BPTT,
     rnncomp.runtime.grad.tbptt_value_and_grad).
     """
+    return _dynamic_rnn(cell, inputs, sequence_length, initial_state, dtype, parallel_iterations,
+                        swap_memory, time_major, scope, reverse=False, fn="dynamic_rnn")
+
+
+def _dynamic_rnn(cell, inputs, sequence_length, initial_state, dtype, parallel_iterations,
+                 swap_memory, time_major, scope, *, reverse: bool, fn: str):
+    """dynamic_rnn; reverse=True runs the scan backwards from step max(sequence_length) - 1
+    (each instance starts at its own last valid step, the steps past its length leave the state
+    alone and output zeros): the backward direction of bidirectional_dynamic_rnn, which equals
+    TF1's reverse_sequence -> dynamic_rnn -> reverse_sequence without moving any data."""
     cell = as_cell(cell)
-    fn = "dynamic_rnn"
     if parallel_iterations is not None and (isinstance(parallel_iterations, bool) or not isinstance(
             parallel_iterations, int) or parallel_iterations <= 0):
         raise ValueError(f"{fn}: parallel_iterations must be a positive int or None, received "
@@ -195,7 +204,7 @@ def dynamic_rnn(
         return new_flat, [out]
 
     with variable_scope(scope or "rnn"):
-        results = trace_scan(body, flat0, [X], length_input=length_input)
+        results = trace_scan(body, flat0, [X], length_input=length_input, reverse=reverse)
     final = unflatten(tree, results[:len(flat0)])
     ys = results[len(flat0)]
     outputs = ys if time_major else dsl.transpose(ys, (1, 0, 2))

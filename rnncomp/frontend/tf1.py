@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import cells, dsl, initializers, losses, rnn
+from . import bidirectional, cells, dsl, initializers, losses, rnn
 from ..ir.dtypes import DType, as_dtype
 
 __all__ = ["nn", "contrib", "float32", "float64", "int32", "int64", "bool_",
@@ -160,6 +160,7 @@ nn = Namespace(
     rnn_cell=rnn_cell,
     dynamic_rnn=rnn.dynamic_rnn,
     static_rnn=rnn.static_rnn,
+    bidirectional_dynamic_rnn=bidirectional.bidirectional_dynamic_rnn,
     relu=dsl.relu,
     tanh=dsl.tanh,
     sigmoid=dsl.sigmoid,
@@ -171,7 +172,9 @@ nn = Namespace(
 
 contrib = Namespace(
     "rnncomp.contrib",
-    rnn=Namespace("rnncomp.contrib.rnn", static_rnn=rnn.static_rnn, **_CELLS),
+    rnn=Namespace("rnncomp.contrib.rnn", static_rnn=rnn.static_rnn,
+                  stack_bidirectional_dynamic_rnn=bidirectional.stack_bidirectional_dynamic_rnn,
+                  **_CELLS),
     layers=Namespace("rnncomp.contrib.layers",
                      variance_scaling_initializer=_contrib_variance_scaling_initializer),
 )

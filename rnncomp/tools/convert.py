@@ -30,10 +30,16 @@ Conventions
 * PyTorch modules built with ``bias=False`` have no bias keys; if *no* bias key is
   present at all the biases are taken as zeros.  If some are present and others
   missing, that is an error.
-* Bidirectional (``*_reverse``) and LSTM projection (``weight_hr_l*``, ``proj_size``)
-  state dicts have no TF1-cell equivalent and raise :class:`ValueError`.  So do TF
-  parameters that PyTorch cannot express (peepholes, reset-before GRU candidate,
-  layers of different widths).
+* Bidirectional modules (``bidirectional=True``: ``*_reverse`` keys) map to
+  ``bidirectional_dynamic_rnn`` (one layer: ``"{scope}/fw/{cell}/..."`` and
+  ``"{scope}/bw/{cell}/..."``, scope ``"bidirectional_rnn"`` by default) or
+  ``stack_bidirectional_dynamic_rnn`` (several layers, or ``multi=True``:
+  ``"{scope}/cell_{k}/bidirectional_rnn/{fw,bw}/{cell}/..."``, scope
+  ``"stack_bidirectional_rnn"`` by default), whose layer k > 0 reads the concatenated
+  [fw, bw] outputs as PyTorch's does.  ``to_torch_*`` recognises both layouts.
+* LSTM projection (``weight_hr_l*``, ``proj_size``) state dicts have no TF1-cell
+  equivalent and raise :class:`ValueError`.  So do TF parameters that PyTorch cannot
+  express (peepholes, reset-before GRU candidate, layers of different widths).
 
 Bias caveats
 ------------
@@ -123,11 +129,6 @@ def _out(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 def _reject_unsupported_torch_keys(keys, fn: str) -> None:
     for key in keys:
-        if key.endswith("_reverse"):
-            raise ValueError(
-                f"{fn}: key {key!r} belongs to a bidirectional module; bidirectional "
-                f"RNNs are not supported (convert each direction separately)"
-            )
         if key.startswith("weight_hr"):
             raise ValueError(
                 f"{fn}: key {key!r} belongs to an LSTM with proj_size > 0; LSTM "
@@ -135,8 +136,26 @@ def _reject_unsupported_torch_keys(keys, fn: str) -> None:
             )
 
 
+_REVERSE = "_reverse"
+
+
+def _torch_directions(sd: Mapping[str, Any], prefix: str, fn: str) -> list[Mapping[str, Any]]:
+    """[sd] for a unidirectional state dict, [forward keys, reverse keys with the suffix
+    removed] for a bidirectional one (both under ``prefix``)."""
+    if not isinstance(sd, Mapping):
+        raise ValueError(f"{fn}: expected a mapping of parameter name -> array, got {type(sd)}")
+    rev = {k[:-len(_REVERSE)]: v for k, v in sd.items()
+           if isinstance(k, str) and k.startswith(prefix) and k.endswith(_REVERSE)}
+    if not rev:
+        return [sd]
+    fwd = {k: v for k, v in sd.items()
+           if isinstance(k, str) and k.startswith(prefix) and not k.endswith(_REVERSE)}
+    return [fwd, rev]
+
+
 def _read_torch_sd(
-    sd: Mapping[str, Any], gates: int, num_layers: int | None, prefix: str, fn: str
+    sd: Mapping[str, Any], gates: int, num_layers: int | None, prefix: str, fn: str,
+    directions: int = 1,
 ) -> tuple[list[dict[str, np.ndarray]], np.dtype]:
     """Validate a torch state dict and return per-layer arrays (with zero biases filled in).
 
@@ -223,11 +242,11 @@ def _read_torch_sd(
                 f"({g * h}, {exp_i}) ([{g}*hidden_size, input_size], hidden_size {h} "
                 f"from {k_hh!r})"
             )
-        if k > 0 and w_ih.shape[1] != hidden:
+        if k > 0 and w_ih.shape[1] != directions * hidden:
             raise ValueError(
                 f"{fn}: inconsistent layer sizes: {k_ih!r} has shape {tuple(w_ih.shape)}, "
-                f"expected {(g * h, hidden)} (layer {k} input size must equal the "
-                f"hidden_size {hidden} of layer {k - 1})"
+                f"expected {(g * h, directions * hidden)} (layer {k} input size must equal "
+                f"the {'2 * ' if directions == 2 else ''}hidden_size {hidden} of layer {k - 1})"
             )
         biases = {}
         for bname in ("bias_ih", "bias_hh"):
@@ -332,8 +351,10 @@ def _tf_layer_sizes(kernel: np.ndarray, key: str, gates: int, fn: str) -> tuple[
     return i, h
 
 
-def _check_torch_stack(sizes: list[tuple[int, int]], keys: list[str], gates: int, fn: str):
-    """PyTorch stacks need one hidden size and layer k>0 input size == hidden size."""
+def _check_torch_stack(sizes: list[tuple[int, int]], keys: list[str], gates: int, fn: str,
+                       directions: int = 1):
+    """PyTorch stacks need one hidden size and layer k>0 input size == hidden size (twice
+    that for a bidirectional stack)."""
     _, h0 = sizes[0]
     for k, (i, h) in enumerate(sizes):
         if h != h0:
@@ -342,11 +363,12 @@ def _check_torch_stack(sizes: list[tuple[int, int]], keys: list[str], gates: int
                 f"layer 0 has hidden size {h0}; PyTorch needs the same hidden size in every "
                 f"layer (expected shape {(i + h0, gates * h0)})"
             )
-        if k > 0 and i != h0:
+        if k > 0 and i != directions * h0:
             raise ValueError(
                 f"{fn}: inconsistent layer sizes: {keys[k]!r} has shape "
-                f"{(i + h, gates * h)}, expected {(h0 + h0, gates * h0)} (layer {k} input "
-                f"size must equal hidden size {h0})"
+                f"{(i + h, gates * h)}, expected {(directions * h0 + h0, gates * h0)} (layer "
+                f"{k} input size must equal {'2 * ' if directions == 2 else ''}hidden size "
+                f"{h0})"
             )
 
 
@@ -443,46 +465,124 @@ def _blocks(arr: np.ndarray, blocks, h: int) -> np.ndarray:
     return np.concatenate([arr[..., b * h:(b + 1) * h] for b in blocks], axis=-1)
 
 
-def _from_torch(kind: str, sd: Mapping[str, Any], scope: str, num_layers: int | None, cell: str,
-                prefix: str, multi: bool | None, forget_bias: float = 0.0) -> dict[str, np.ndarray]:
-    """``from_torch_<kind>``: cut each TF variable of ``_CELLS[kind]`` out of the torch arrays."""
+def _bidir_scope(scope: str, cell: str, direction: str, k: int, multi: bool) -> str:
+    """A bidirectional layer's cell scope: bidirectional_dynamic_rnn's, or (multi)
+    stack_bidirectional_dynamic_rnn's layer k."""
+    if multi:
+        return _join(scope, f"cell_{k}", "bidirectional_rnn", direction, cell)
+    return _join(scope, direction, cell)
+
+
+def _default_scope(scope: str | None, directions: int, multi: bool) -> str:
+    if scope is not None:
+        return scope
+    if directions == 1:
+        return "rnn"
+    return "stack_bidirectional_rnn" if multi else "bidirectional_rnn"
+
+
+def _from_torch(kind: str, sd: Mapping[str, Any], scope: str | None, num_layers: int | None,
+                cell: str, prefix: str, multi: bool | None,
+                forget_bias: float = 0.0) -> dict[str, np.ndarray]:
+    """``from_torch_<kind>``: cut each TF variable of ``_CELLS[kind]`` out of the torch arrays
+    (each direction of a bidirectional module separately)."""
     fn = f"from_torch_{kind}"
     spec = _CELLS[kind]
-    layers, dtype = _read_torch_sd(sd, spec.gates, num_layers, prefix, fn)
+    parts = _torch_directions(sd, prefix, fn)
+    nd = len(parts)
+    read = [_read_torch_sd(p, spec.gates, num_layers, prefix, fn, nd) for p in parts]
+    layers = read[0][0]
+    if nd == 2:
+        (lf, _), (lb, _) = read
+        if len(lf) != len(lb) or any(a["w_hh"].shape != b["w_hh"].shape or
+                                     a["w_ih"].shape != b["w_ih"].shape for a, b in zip(lf, lb)):
+            raise ValueError(f"{fn}: the forward and the reverse (*_reverse) parameters have "
+                             f"different layers or sizes")
     use_multi = _use_multi(multi, len(layers))
     if len(layers) > 1 and not use_multi:
         raise ValueError(f"{fn}: multi=False but the state dict has {len(layers)} layers")
+    scope = _default_scope(scope, nd, use_multi)
+    dtype = _common_dtype([np.empty(0, r[1]) for r in read])
     out: dict[str, np.ndarray] = {}
-    for k, layer in enumerate(layers):
-        h = layer["w_hh"].shape[1]
-        b_ih = layer["b_ih"].astype(dtype)
-        b_hh = layer["b_hh"].astype(dtype)
-        if spec.forget_block is not None:
-            f = spec.forget_block
-            b_hh[f * h:(f + 1) * h] -= dtype.type(forget_bias)
-        sources = {
-            "w": np.concatenate([layer["w_ih"].T, layer["w_hh"].T], axis=0).astype(dtype),
-            "b": b_ih + b_hh,
-            "b_ih": b_ih,
-            "b_hh": b_hh,
-        }
-        ls = _layer_scope(scope, cell, k, use_multi)
-        for var in spec.variables:
-            out[f"{ls}/{var.name}"] = _out(_blocks(sources[var.source], var.blocks, h), dtype)
+    for d, (layers, _) in enumerate(read):
+        for k, layer in enumerate(layers):
+            ls = (_layer_scope(scope, cell, k, use_multi) if nd == 1 else
+                  _bidir_scope(scope, cell, ("fw", "bw")[d], k, use_multi))
+            out.update(_layer_from_torch(spec, layer, dtype, forget_bias, ls))
     return out
 
 
-def _to_torch(kind: str, params: Mapping[str, Any], scope: str, cell: str, prefix: str,
+def _layer_from_torch(spec: _Cell, layer: dict[str, np.ndarray], dtype: np.dtype,
+                      forget_bias: float, ls: str) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    h = layer["w_hh"].shape[1]
+    b_ih = layer["b_ih"].astype(dtype)
+    b_hh = layer["b_hh"].astype(dtype)
+    if spec.forget_block is not None:
+        f = spec.forget_block
+        b_hh[f * h:(f + 1) * h] -= dtype.type(forget_bias)
+    sources = {
+        "w": np.concatenate([layer["w_ih"].T, layer["w_hh"].T], axis=0).astype(dtype),
+        "b": b_ih + b_hh,
+        "b_ih": b_ih,
+        "b_hh": b_hh,
+    }
+    for var in spec.variables:
+        out[f"{ls}/{var.name}"] = _out(_blocks(sources[var.source], var.blocks, h), dtype)
+    return out
+
+
+def _find_bidir_layers(params: Mapping[str, Any], scope: str | None, cell: str
+                       ) -> tuple[list[str], list[str]] | None:
+    """The fw and bw cell scopes of a bidirectional layout under ``scope`` (None: the
+    default scopes), or None when ``params`` holds none there."""
+    if not isinstance(params, Mapping):
+        return None
+
+    def has(ls: str) -> bool:
+        return any(isinstance(k, str) and k.startswith(ls + "/") for k in params)
+
+    for sc, multi in ((scope or "bidirectional_rnn", False),
+                      (scope or "stack_bidirectional_rnn", True)):
+        if has(_bidir_scope(sc, cell, "fw", 0, multi)):
+            n = 1
+            while multi and has(_bidir_scope(sc, cell, "fw", n, True)):
+                n += 1
+            return ([_bidir_scope(sc, cell, "fw", k, multi) for k in range(n)],
+                    [_bidir_scope(sc, cell, "bw", k, multi) for k in range(n)])
+    return None
+
+
+def _to_torch(kind: str, params: Mapping[str, Any], scope: str | None, cell: str, prefix: str,
               forget_bias: float = 0.0) -> dict[str, np.ndarray]:
     """``to_torch_<kind>``: validate the TF variables, then reassemble the torch gate blocks.
 
     ``bias_ih`` gets every block held by a ``"b"``/``"b_ih"`` variable; ``bias_hh``
     only the ``"b_hh"`` ones, zero elsewhere except ``forget_bias`` in the forget
-    block.
+    block. A bidirectional layout (fw/ and bw/ scopes) gives PyTorch's
+    ``bidirectional=True`` keys (the bw direction as ``*_reverse``).
     """
     fn = f"to_torch_{kind}"
+    uni = scope or "rnn"
+    bidir = None
+    if isinstance(params, Mapping) and not any(
+            isinstance(k, str) and (k.startswith(_join(uni, cell) + "/") or
+                                    k.startswith(_join(uni, "multi_rnn_cell") + "/"))
+            for k in params):
+        bidir = _find_bidir_layers(params, scope, cell)
+    if bidir is None:
+        return _to_torch_stack(kind, params, _find_tf_layers(params, uni, cell, fn)[0],
+                               prefix, "", 1, forget_bias, fn)
+    fw, bw = bidir
+    out = _to_torch_stack(kind, params, fw, prefix, "", 2, forget_bias, fn)
+    out.update(_to_torch_stack(kind, params, bw, prefix, _REVERSE, 2, forget_bias, fn))
+    return out
+
+
+def _to_torch_stack(kind: str, params: Mapping[str, Any], scopes: list[str], prefix: str,
+                    suffix: str, directions: int, forget_bias: float, fn: str
+                    ) -> dict[str, np.ndarray]:
     spec = _CELLS[kind]
-    scopes, _ = _find_tf_layers(params, scope, cell, fn)
     probe, *rest = spec.variables
     layers = []
     for ls in scopes:
@@ -498,7 +598,7 @@ def _to_torch(kind: str, params: Mapping[str, Any], scope: str, cell: str, prefi
             arrays[var.name] = arr
         layers.append((arrays, i, h))
     _check_torch_stack([(i, h) for _, i, h in layers], [f"{ls}/{probe.name}" for ls in scopes],
-                       len(probe.blocks), fn)
+                       len(probe.blocks), fn, directions)
     dtype = _common_dtype([a for arrays, _, _ in layers for a in arrays.values()])
 
     def torch_array(arrays: dict[str, np.ndarray], sources: tuple[str, ...], h: int):
@@ -521,10 +621,10 @@ def _to_torch(kind: str, params: Mapping[str, Any], scope: str, cell: str, prefi
     out: dict[str, np.ndarray] = {}
     for k, (arrays, i, h) in enumerate(layers):
         w = torch_array(arrays, ("w",), h)  # [I+H, G*H], columns in torch gate order
-        out[f"{prefix}weight_ih_l{k}"] = _out(w[:i].T, dtype)
-        out[f"{prefix}weight_hh_l{k}"] = _out(w[i:].T, dtype)
-        out[f"{prefix}bias_ih_l{k}"] = _out(torch_array(arrays, ("b", "b_ih"), h), dtype)
-        out[f"{prefix}bias_hh_l{k}"] = _out(torch_array(arrays, ("b_hh",), h), dtype)
+        out[f"{prefix}weight_ih_l{k}{suffix}"] = _out(w[:i].T, dtype)
+        out[f"{prefix}weight_hh_l{k}{suffix}"] = _out(w[i:].T, dtype)
+        out[f"{prefix}bias_ih_l{k}{suffix}"] = _out(torch_array(arrays, ("b", "b_ih"), h), dtype)
+        out[f"{prefix}bias_hh_l{k}{suffix}"] = _out(torch_array(arrays, ("b_hh",), h), dtype)
     return out
 
 
@@ -533,7 +633,7 @@ def _to_torch(kind: str, params: Mapping[str, Any], scope: str, cell: str, prefi
 
 def from_torch_lstm(
     sd: Mapping[str, Any],
-    scope: str = "rnn",
+    scope: str | None = None,
     num_layers: int | None = None,
     forget_bias: float = 1.0,
     cell: str = "basic_lstm_cell",
@@ -550,7 +650,9 @@ def from_torch_lstm(
     Args:
         sd: ``{"weight_ih_l0": [4H, I], "weight_hh_l0": [4H, H], "bias_ih_l0": [4H],
             "bias_hh_l0": [4H], ...}`` (values: anything ``np.asarray`` accepts).
-        scope: variable scope of the RNN (``"rnn"`` for ``tf.nn.dynamic_rnn``).
+        scope: variable scope of the RNN; None: ``"rnn"`` (``tf.nn.dynamic_rnn``), or for a
+            bidirectional module ``"bidirectional_rnn"`` (one layer) /
+            ``"stack_bidirectional_rnn"`` (several layers or ``multi=True``).
         num_layers: number of layers; inferred from the keys when None.
         forget_bias: the ``forget_bias`` of the TF cell that will use the params.
         cell: cell scope name, ``"basic_lstm_cell"`` or ``"lstm_cell"``.
@@ -563,7 +665,7 @@ def from_torch_lstm(
 
 def to_torch_lstm(
     params: Mapping[str, Any],
-    scope: str = "rnn",
+    scope: str | None = None,
     forget_bias: float = 1.0,
     cell: str = "basic_lstm_cell",
     *,
@@ -585,7 +687,7 @@ def to_torch_lstm(
 
 def from_torch_gru(
     sd: Mapping[str, Any],
-    scope: str = "rnn",
+    scope: str | None = None,
     num_layers: int | None = None,
     cell: str = "gru_cell",
     *,
@@ -609,7 +711,7 @@ def from_torch_gru(
 
 def to_torch_gru(
     params: Mapping[str, Any],
-    scope: str = "rnn",
+    scope: str | None = None,
     cell: str = "gru_cell",
     *,
     prefix: str = "",
@@ -629,7 +731,7 @@ def to_torch_gru(
 
 def from_torch_rnn(
     sd: Mapping[str, Any],
-    scope: str = "rnn",
+    scope: str | None = None,
     num_layers: int | None = None,
     cell: str = "basic_rnn_cell",
     *,
@@ -647,7 +749,7 @@ def from_torch_rnn(
 
 def to_torch_rnn(
     params: Mapping[str, Any],
-    scope: str = "rnn",
+    scope: str | None = None,
     cell: str = "basic_rnn_cell",
     *,
     prefix: str = "",

@@ -385,11 +385,7 @@ def test_error_inconsistent_torch_layers():
         convert.from_torch_lstm(_lstm_sd(), num_layers=3)
 
 
-def test_error_bidirectional_and_projection():
-    sd = _lstm_sd(1)
-    sd["weight_ih_l0_reverse"] = sd["weight_ih_l0"]
-    with pytest.raises(ValueError, match=r"'weight_ih_l0_reverse'.*bidirectional"):
-        convert.from_torch_lstm(sd)
+def test_error_projection():
     sd = _lstm_sd(1)
     sd["weight_hr_l0"] = np.zeros((2, 4))
     with pytest.raises(ValueError, match=r"'weight_hr_l0'.*proj_size"):
@@ -401,11 +397,45 @@ def test_error_bidirectional_and_projection():
 
 
 @pytest.mark.torch
-def test_error_bidirectional_torch_module():
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
+def test_bidirectional_torch_module_round_trip(kind, layers):
+    """bidirectional=True state dicts map to bidirectional_dynamic_rnn's layout (one layer) or
+    stack_bidirectional_dynamic_rnn's (several), and back to the same keys and values (the
+    biases as to_torch_* always splits them). Against PyTorch's outputs:
+    tests/core/test_bidirectional.py."""
     torch = _torch()
-    m = torch.nn.GRU(I, H, bidirectional=True)
-    with pytest.raises(ValueError, match=r"_reverse'.*bidirectional"):
-        convert.from_torch_gru(state_dict_np(m))
+    mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[kind](
+        I, H, num_layers=layers, bidirectional=True)
+    sd = state_dict_np(mod)
+    p = FROM[kind](sd)
+    cell = {"lstm": "basic_lstm_cell", "gru": "gru_cell", "rnn": "basic_rnn_cell"}[kind]
+    probe = "gates/kernel" if kind == "gru" else "kernel"
+    want = ([f"bidirectional_rnn/{d}/{cell}/{probe}" for d in ("fw", "bw")] if layers == 1 else
+            [f"stack_bidirectional_rnn/cell_{k}/bidirectional_rnn/{d}/{cell}/{probe}"
+             for k in range(layers) for d in ("fw", "bw")])
+    assert all(k in p for k in want), sorted(p)
+    if layers == 2:  # layer 1 reads [fw, bw] of layer 0
+        k1 = f"stack_bidirectional_rnn/cell_1/bidirectional_rnn/bw/{cell}/{probe}"
+        assert p[k1].shape[0] == 2 * H + H
+    back = TO[kind](p)
+    assert sorted(back) == sorted(sd)
+    again = FROM[kind](back)
+    assert sorted(again) == sorted(p) and all(np.array_equal(again[k], p[k]) for k in p)
+    for k in sd:
+        if k.startswith("weight"):
+            np.testing.assert_array_equal(back[k], sd[k])
+    # an explicit scope, both ways
+    p2 = FROM[kind](sd, scope="enc", multi=True)
+    assert f"enc/cell_0/bidirectional_rnn/fw/{cell}/{probe}" in p2
+    assert sorted(TO[kind](p2, scope="enc")) == sorted(sd)
+
+
+def test_error_bidirectional_mismatch():
+    sd = _lstm_sd(1)
+    sd["weight_ih_l0_reverse"] = sd["weight_ih_l0"]
+    with pytest.raises(ValueError, match=r"missing key 'weight_hh_l0'"):
+        convert.from_torch_lstm(sd)
 
 
 def test_error_non_float():
