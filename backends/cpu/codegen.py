@@ -48,7 +48,9 @@ class Emitter:
         return f"{prefix}{self.counter}"
 
     def const(self, value, dtype: DType) -> str:
-        key = (repr(value), dtype)
+        # inf/nan (an attention mask's -inf score) have no Python literal: float('-inf')
+        finite = not isinstance(value, float) or abs(value) < float("inf")
+        key = (repr(value) if finite else f"float('{value!r}')", dtype)
         if key not in self.consts:
             self.consts[key] = f"_C{len(self.consts)}"
         return self.consts[key]

@@ -127,7 +127,9 @@ class _Consts:
         self.table: dict[tuple, str] = {}
 
     def __call__(self, value, dtype: DType) -> str:
-        key = (repr(value), dtype)
+        # inf/nan (an attention mask's -inf score) have no Python literal: float('-inf')
+        finite = not isinstance(value, float) or abs(value) < float("inf")
+        key = (repr(value) if finite else f"float('{value!r}')", dtype)
         if key not in self.table:
             self.table[key] = f"_C{len(self.table)}"
         return self.table[key]
