@@ -1,4 +1,4 @@
-"""Deep RNN: 3 stacked layers with dropout in training only (reference workflow 5 of SPEC.md).
+"""Deep RNN: 3 stacked layers with dropout in training only (seed workflow 5).
 
 MultiRNNCell([DropoutWrapper(cell, input_keep_prob=0.8) for each of 3 layers]) wrapped in
 OutputProjectionWrapper(..., 1), trained on the time series task of time_series.py. (The first

@@ -1,4 +1,4 @@
-"""Encoder-decoder on a small translation-like task with EOS (reference workflow 7 of SPEC.md).
+"""Encoder-decoder on a small translation-like task with EOS (seed workflow 7).
 
 The script generates its data: dates written in words, in a few phrasings, translated to ISO
 digits. Some sources have a day, some only a month, some only a year, so the targets have

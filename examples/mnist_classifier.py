@@ -1,4 +1,4 @@
-"""MNIST rows as sequences (reference workflow 3 of SPEC.md, and 6 for the other cells).
+"""MNIST rows as sequences (seed workflow 3, and 6 for the other cells).
 
 Each 28x28 digit is read as 28 time steps of 28 pixels (scaled to [0, 1]); a recurrent layer of
 150 units runs over the rows, a dense layer on its final state h gives 10 logits, and the model

@@ -1,4 +1,4 @@
-"""Truncated BPTT on long sequences, with the state carried across chunks (SPEC: Training).
+"""Truncated BPTT on long sequences, with the state carried across chunks.
 
 Task: sequences of 1000 steps of a noisy sine whose frequency and phase differ per sequence;
 at every step the model predicts the next value (MSE). The model is written for one chunk: it

@@ -1,4 +1,4 @@
-"""Time series prediction and creative generation (reference workflow 4 of SPEC.md, and 6).
+"""Time series prediction and creative generation (seed workflow 4, and 6).
 
 The book's series t*sin(t)/3 + 2*sin(5t), cut into windows of 20 steps; the target is the same
 window shifted one step ahead. 100 ReLU units (BasicRNNCell(100, activation="relu")) wrapped in
