@@ -171,7 +171,8 @@ def value_and_grad(model: Any, params: Mapping[str, Any], *, wrt: Sequence[str] 
     grads = {}
     for name, gr in zip(names, outs[n_fwd:]):
         want = model.graph.input_named(name).dtype.np
-        grads[name] = np.ascontiguousarray(np.asarray(gr, dtype=want))
+        # (np.ascontiguousarray would make a scalar parameter's gradient shape (1,))
+        grads[name] = np.asarray(gr, dtype=want, order="C")
     return fwd, grads
 
 
