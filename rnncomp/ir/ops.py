@@ -985,13 +985,15 @@ register(OpDef(Op.FUSED, _fused_rule, None, None,
 
 def scan(body: Graph, carries: Sequence[Node], xs: Sequence[Node], invariants: Sequence[Node],
          *, reverse: bool = False, length_input: Node | None = None,
-         length: int | None = None) -> list[Node]:
-    """Build a scan node and return its results: final carries, then stacked ys."""
+         length: int | None = None, remat: bool = False) -> list[Node]:
+    """Build a scan node and return its results: final carries, then stacked ys. remat=True
+    marks a reverse scan that recomputes forward values on purpose (BPTT with recompute): the
+    passes must not batch that work out of the loop again."""
     ins = list(carries) + list(xs) + list(invariants)
     if length_input is not None:
         ins.append(length_input)
     s = make(Op.SCAN, *ins, body=body, n_carry=len(carries), n_xs=len(xs), reverse=reverse,
-             has_length=length_input is not None, length=length)
+             has_length=length_input is not None, length=length, remat=remat or None)
     return [make(Op.ITEM, s, index=k) for k in range(len(s.shape[1]))]
 
 

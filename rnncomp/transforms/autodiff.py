@@ -63,6 +63,7 @@ class _ScanVJP:
     grads: list[Node | None]  # body grads for [t, carries..., xs..., invs...]
     residuals: list[Node]  # primal body nodes saved per step
     res_ph: list[Node]  # their placeholders in the backward body
+    recompute: bool = False  # residuals are the carries only; weight cotangents accumulate
 
 
 def _augment(scan: Node, new_inputs: Sequence[Node],
@@ -119,9 +120,12 @@ def _augment(scan: Node, new_inputs: Sequence[Node],
         residuals = [c for c in body.inputs[1:1 + info.n_carry] if id(c) in reach]
     res_ph = [ops.placeholder(r.shape, r.dtype, role="res") for r in residuals]
     aug_body = Graph(body.inputs, list(prim_outs) + residuals)
-    fwd = ops.make(Op.SCAN, *new_inputs, **{**dict(scan.attrs), "body": aug_body})
+    attrs = {**dict(scan.attrs), "body": aug_body}
+    if recompute:  # keep the forward's per-step work in its loop too: no [T, B, 4H] buffers
+        attrs["remat"] = True
+    fwd = ops.make(Op.SCAN, *new_inputs, **attrs)
     return fwd, _ScanVJP(fwd, info.n_carry, n_ys, carry_float, ys_float, aug_body, dcs, dys,
-                         grads, residuals, res_ph)
+                         grads, residuals, res_ph, recompute)
 
 
 def _split_terms(e: Node) -> list[Node]:
@@ -167,9 +171,17 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
         body_ys.append(v)
         return len(body_ys) - 1
 
-    for g in g_inv:
+    # with recompute, the loop keeps O(1) memory in T: invariant cotangents are accumulated in
+    # carries (one small GEMM per step) instead of leaving as stacked per-step terms
+    acc_ph: list[Node | None] = []
+    for g, p in zip(g_inv, inv_ph):
+        acc_ph.append(ops.placeholder(p.shape, p.dtype, role="acc")
+                      if sv.recompute and g is not None else None)
+    for g, acc in zip(g_inv, acc_ph):
         plan: list[tuple] = []
-        if g is not None:
+        if acc is not None:
+            plan.append(("acc",))
+        elif g is not None:
             for term in _split_terms(g):
                 aa = term.attr("a_axes")
                 lead = tuple(range(len(aa))) if aa else None
@@ -189,12 +201,13 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
         if sv.carry_float[k]:
             g = g_carry[k]
             new_carries.append(g if g is not None else ops.zeros_like(sv.dcs[k]))
-    outputs = new_carries + [g_xs[k] for k in float_xs] + body_ys
+    acc_new = [ops.add(a, g) for a, g in zip(acc_ph, g_inv) if a is not None]
+    outputs = new_carries + acc_new + [g_xs[k] for k in float_xs] + body_ys
     outputs = substitute(outputs, mapping, ops.remake)
 
     # the backward body's inputs: whatever placeholders it reads
     reach = {id(n) for n in toposort(outputs)}
-    b_carry = [d for d, f in zip(sv.dcs, sv.carry_float) if f]
+    b_carry = [d for d, f in zip(sv.dcs, sv.carry_float) if f] + [a for a in acc_ph if a is not None]
     used_dys = [(dy, c) for dy, c in zip(sv.dys, ct_ys) if dy is not None and c is not None]
     xs_pairs: list[tuple[Node, Node]] = []  # (body placeholder, outer stacked value)
     for dy, c in used_dys:
@@ -223,10 +236,15 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
         if sv.carry_float[k]:
             c = ct_final[k]
             init.append(c if c is not None else ops.zeros_like(sv.dcs[k]))
+    acc_at: dict[int, int] = {}  # invariant k -> its accumulator's index among the carries
+    for k, a in enumerate(acc_ph):
+        if a is not None:
+            acc_at[k] = len(init)
+            init.append(ops.zeros_like(a))
     length_input = outer_in[-1] if info.has_length else None
     res = ops.scan(bwd_body, init, [o for _, o in xs_pairs], [o for _, o in inv_pairs],
                    reverse=not info.reverse, length_input=length_input,
-                   length=fwd.attr("length"))
+                   length=fwd.attr("length"), remat=sv.recompute)
     nb = len(init)
     out_cts: list[Node | None] = [None] * len(outer_in)
     j = 0
@@ -240,7 +258,9 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
     for k, plan in enumerate(inv_plan):
         acc = None
         for step in plan:
-            if step[0] == "td":
+            if step[0] == "acc":
+                term = res[acc_at[k]]
+            elif step[0] == "td":
                 _, iu, iv, nlead = step
                 U, V = res[ys0 + iu], res[ys0 + iv]
                 axes = tuple(range(nlead + 1))
@@ -337,7 +357,10 @@ def grad_graph(graph: Graph, loss_index: int = 0, wrt: Sequence[str] | None = No
         # loop saves only what the recurrent part needs.
         from .passes import FORWARD_PIPELINE, optimize
 
-        graph = optimize(graph, passes=FORWARD_PIPELINE).graph
+        # with recompute the input projection stays in the loop: hoisted, it would be a
+        # [T, B, 4H] buffer kept alive for the backward pass, the largest thing saved
+        passes = [p for p in FORWARD_PIPELINE if not (recompute and p[0] == "hoist")]
+        graph = optimize(graph, passes=passes).graph
     loss = graph.outputs[loss_index]
     if loss.shape != () or not _is_float(loss):
         raise AutodiffError(f"the loss (output {loss_index}) must be a float scalar, received "

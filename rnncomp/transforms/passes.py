@@ -558,6 +558,8 @@ def hoist(g: Graph) -> Graph:
     """
 
     def fn(s: Node, items: list[Node]):
+        if s.attr("remat"):  # BPTT with recompute: the per-step work stays in the loop
+            return None
         p = _parts(s)
         order = toposort(p.body.outputs)
         carry_dep = _depends(order, {id(x) for x in [p.t] + p.carries})

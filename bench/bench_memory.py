@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""BPTT memory and time, stored residuals vs recomputation (value_and_grad(recompute=True)).
+
+    python bench/bench_memory.py                       # LSTM B64 I256 H256, T=100 and 400
+    python bench/bench_memory.py --T 400 --repeat 5 --cell gru
+
+Each measurement is a fresh process (so peak RSS belongs to one configuration): it compiles the
+forward+gradient graph for the cpu backend, runs it once to warm up, records the resident set
+size, runs it --calls more times and reports the peak RSS growth over the warm-up baseline (the
+activation memory the backward pass keeps alive, plus temporaries) and the median call time.
+Stored and recompute runs alternate, and the table gives medians over --repeat rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+import rnncomp as rc
+rc.set_num_threads(1) if hasattr(rc, "set_num_threads") else None
+cell, T, recompute, calls = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
+B, I, H = 64, 256, 256
+make = {"lstm": lambda: rc.BasicLSTMCell(H), "gru": lambda: rc.GRUCell(H),
+        "rnn": lambda: rc.BasicRNNCell(H)}[cell]
+def fn(X, Y):
+    out, _ = rc.dynamic_rnn(make(), X)
+    return rc.mean(rc.square(out - Y))
+m = rc.Model(fn, {"X": rc.Input((None, None, I)), "Y": rc.Input((None, None, H))})
+p = m.init(0)
+rng = np.random.default_rng(0)
+X = rng.standard_normal((B, T, I)).astype(np.float32)
+Y = rng.standard_normal((B, T, H)).astype(np.float32)
+m.value_and_grad(p, backend="cpu", recompute=recompute, X=X, Y=Y)
+def rss_mb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) / 1024
+base = rss_mb()
+peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+times = []
+for _ in range(calls):
+    t0 = time.perf_counter()
+    m.value_and_grad(p, backend="cpu", recompute=recompute, X=X, Y=Y)
+    times.append(time.perf_counter() - t0)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"peak_growth_mb": peak - base, "peak_mb": peak, "base_mb": base,
+                  "ms": 1e3 * sorted(times)[len(times) // 2]}))
+"""
+
+
+def one(cell: str, T: int, recompute: bool, calls: int) -> dict:
+    r = subprocess.run([sys.executable, "-c", CHILD, cell, str(T), "1" if recompute else "0",
+                        str(calls)], capture_output=True, text=True, cwd=ROOT, timeout=1800,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"])
+    ap.add_argument("--T", type=int, nargs="+", default=[100, 400])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    out = {}
+    print(f"{a.cell} B64 I256 H256, fwd+bwd, cpu backend, 1 thread; medians of {a.repeat}")
+    print(f"{'T':>5} {'stored MB':>10} {'recompute MB':>13} {'mem ratio':>10} "
+          f"{'stored ms':>10} {'recompute ms':>13} {'time ratio':>11}")
+    for T in a.T:
+        runs = {False: [], True: []}
+        for _ in range(a.repeat):
+            for rec in (False, True):
+                runs[rec].append(one(a.cell, T, rec, a.calls))
+        med = {rec: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+               for rec, rs in runs.items()}
+        s, r = med[False], med[True]
+        print(f"{T:>5} {s['peak_growth_mb']:>10.0f} {r['peak_growth_mb']:>13.0f} "
+              f"{s['peak_growth_mb'] / max(r['peak_growth_mb'], 1e-9):>10.2f} {s['ms']:>10.1f} "
+              f"{r['ms']:>13.1f} {r['ms'] / s['ms']:>11.2f}")
+        out[T] = runs
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
