@@ -121,6 +121,7 @@ from .frontend.tf1 import (
     orthogonal_initializer,
     random_normal_initializer,
     random_uniform_initializer,
+    seq2seq,
     truncated_normal_initializer,
     variance_scaling_initializer,
     zeros_initializer,

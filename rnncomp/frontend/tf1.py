@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bidirectional, cells, dsl, initializers, losses, rnn
+from . import attention, bidirectional, cells, dsl, initializers, losses, rnn
 from ..ir.dtypes import DType, as_dtype
 
-__all__ = ["nn", "contrib", "float32", "float64", "int32", "int64", "bool_",
+__all__ = ["nn", "contrib", "seq2seq", "float32", "float64", "int32", "int64", "bool_",
            "constant_initializer", "zeros_initializer", "ones_initializer",
            "random_uniform_initializer", "random_normal_initializer",
            "truncated_normal_initializer", "glorot_uniform_initializer",
@@ -170,8 +170,17 @@ nn = Namespace(
     embedding_lookup=dsl.embedding_lookup,
 )
 
+seq2seq = Namespace(
+    "rnncomp.contrib.seq2seq",
+    BahdanauAttention=attention.BahdanauAttention,
+    LuongAttention=attention.LuongAttention,
+    AttentionWrapper=attention.AttentionWrapper,
+    AttentionWrapperState=attention.AttentionWrapperState,
+)
+
 contrib = Namespace(
     "rnncomp.contrib",
+    seq2seq=seq2seq,
     rnn=Namespace("rnncomp.contrib.rnn", static_rnn=rnn.static_rnn,
                   stack_bidirectional_dynamic_rnn=bidirectional.stack_bidirectional_dynamic_rnn,
                   **_CELLS),
