@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import attention, bidirectional, cells, dsl, initializers, losses, rnn
+from . import attention, bidirectional, cells, decode, dsl, initializers, losses, rnn
 from ..ir.dtypes import DType, as_dtype
 
 __all__ = ["nn", "contrib", "seq2seq", "float32", "float64", "int32", "int64", "bool_",
@@ -176,6 +176,12 @@ seq2seq = Namespace(
     LuongAttention=attention.LuongAttention,
     AttentionWrapper=attention.AttentionWrapper,
     AttentionWrapperState=attention.AttentionWrapperState,
+    BasicDecoder=decode.BasicDecoder,
+    BasicDecoderOutput=decode.BasicDecoderOutput,
+    TrainingHelper=decode.TrainingHelper,
+    GreedyEmbeddingHelper=decode.GreedyEmbeddingHelper,
+    dynamic_decode=decode.dynamic_decode,
+    Dense=decode.Dense,
 )
 
 contrib = Namespace(
