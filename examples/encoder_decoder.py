@@ -17,8 +17,15 @@ decoder-step model (one step of the same cell, same parameters) runs from Python
 argmax until every sequence has produced EOS or a max length. Reports exact-match accuracy on a
 held-out set of dates never seen in training.
 
+--bidirectional (a bidirectional_dynamic_rnn encoder) and --attention (an AttentionWrapper
+with Luong attention over the encoder outputs) build the model from rnncomp.seq2seq instead:
+training through dynamic_decode with a TrainingHelper, and greedy decoding inside the model
+(dynamic_decode with a GreedyEmbeddingHelper: the whole decoding loop is one compiled scan;
+--compiled-decode selects it without the other two).
+
     python examples/encoder_decoder.py
     python examples/encoder_decoder.py --cell lstm --iterations 4000
+    python examples/encoder_decoder.py --bidirectional --attention
 """
 
 from __future__ import annotations
@@ -192,6 +199,80 @@ def build_models(cell: str, src_vocab: int, units: int, emb: int):
     return train, enc, step
 
 
+def build_compiled_models(cell: str, src_vocab: int, units: int, emb: int, bidirectional: bool,
+                          attention: bool, max_len: int):
+    """Two models sharing parameters: training through dynamic_decode with a TrainingHelper
+    (teacher forcing) and inference through dynamic_decode with a GreedyEmbeddingHelper: the
+    whole greedy decoding loop is one compiled scan (no Python loop). --bidirectional: the
+    encoder is a bidirectional_dynamic_rnn of two cells of units/2 whose final states are
+    concatenated; --attention: the decoder cell is an AttentionWrapper with Luong (scaled)
+    attention over the encoder outputs, masked past each source length."""
+    V = len(OUT_VOCAB)
+
+    def encoder(src, src_len):
+        x = layers.embedding(src, src_vocab, emb, name="src_embedding")
+        if not bidirectional:
+            return rc.dynamic_rnn(make_cell(cell, units, "cell"), x, sequence_length=src_len,
+                                  scope="encoder")
+        half = units // 2
+        (of, ob), (sf, sb) = rc.bidirectional_dynamic_rnn(
+            make_cell(cell, half, "cell"), make_cell(cell, units - half, "cell"), x,
+            sequence_length=src_len, scope="encoder")
+        if cell == "lstm":
+            state = rc.LSTMStateTuple(rc.concat([sf.c, sb.c], 1), rc.concat([sf.h, sb.h], 1))
+        else:
+            state = rc.concat([sf, sb], 1)
+        return rc.concat([of, ob], 2), state
+
+    def decoder(src, src_len, helper):
+        memory, state = encoder(src, src_len)
+        dcell = make_cell(cell, units, "cell")
+        init = state
+        if attention:
+            mech = rc.seq2seq.LuongAttention(units, memory, memory_sequence_length=src_len,
+                                             scale=True)
+            dcell = rc.seq2seq.AttentionWrapper(dcell, mech, attention_layer_size=units)
+            init = dcell.zero_state("B").clone(cell_state=state)
+        dec = rc.seq2seq.BasicDecoder(dcell, helper(), init,
+                                      output_layer=rc.seq2seq.Dense(V, name="out_proj"))
+        return rc.seq2seq.dynamic_decode(dec, maximum_iterations=max_len)
+
+    def table():
+        return rc.param("tgt_embedding/embeddings", (V, emb), "glorot_uniform")
+
+    def train_fn(src, src_len, dec_in, dec_out, weights, dec_len):
+        helper = lambda: rc.seq2seq.TrainingHelper(rc.embedding_lookup(table(), dec_in),  # noqa: E731
+                                                   dec_len)
+        out, _, _ = decoder(src, src_len, helper)
+        logits = out.rnn_output                                      # [B, T, V]
+        nll = -rc.take(rc.log_softmax(logits, -1), dec_out)           # [B, T]
+        loss = rc.sum(nll * weights) / rc.sum(weights)               # masked mean
+        return {"loss": loss, "logits": logits}
+
+    def infer_fn(src, src_len):
+        start = rc.cast(src_len * 0 + GO, "i32")
+        helper = lambda: rc.seq2seq.GreedyEmbeddingHelper(table(), start, EOS)  # noqa: E731
+        out, _, lengths = decoder(src, src_len, helper)
+        return {"ids": out.sample_id, "lengths": lengths}
+
+    seq = {"src": rc.Input((None, None), "i64"), "src_len": rc.Input((None,), "i64")}
+    train = rc.Model(train_fn, {**seq, "dec_in": rc.Input((None, "T2"), "i64"),
+                                "dec_out": rc.Input((None, "T2"), "i64"),
+                                "weights": rc.Input((None, "T2")),
+                                "dec_len": rc.Input((None,), "i64")}, name="seq2seq_train")
+    infer = rc.Model(infer_fn, seq, name="seq2seq_greedy")
+    missing = set(infer.param_specs) - set(train.param_specs)
+    assert not missing, f"parameters {missing} are not in the training model"
+    return train, infer
+
+
+def compiled_greedy_decode(run, infer, params, src, src_len) -> list[str]:
+    """The decoded strings: each sequence's ids up to its length, EOS dropped."""
+    res = run(infer, {k: params[k] for k in infer.param_specs}, src=src, src_len=src_len)
+    return ["".join(OUT_VOCAB[t] for t in ids[:n] if t > EOS)
+            for ids, n in zip(res["ids"], res["lengths"])]
+
+
 def greedy_decode(run, enc, step, params, src, src_len, max_len: int) -> list[str]:
     """Encode, then decode one step at a time from Python: feed back the argmax token until
     every sequence has produced EOS (or max_len steps)."""
@@ -231,6 +312,14 @@ def main(argv=None):
     p.add_argument("--train-size", type=int, default=20000, help="training pairs (default 20000)")
     p.add_argument("--test-size", type=int, default=1000, help="held-out pairs (default 1000)")
     p.add_argument("--max-len", type=int, default=12, help="decoding limit (default 12)")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="bidirectional encoder (two cells of units/2; compiled decoding)")
+    p.add_argument("--attention", action="store_true",
+                   help="Luong attention over the encoder outputs (compiled decoding)")
+    p.add_argument("--compiled-decode", action="store_true",
+                   help="decode greedily inside the model (dynamic_decode, one scan) instead "
+                        "of a Python loop over a step model; implied by --bidirectional and "
+                        "--attention")
     args = C.finish_args(p.parse_args(argv))
 
     rng = np.random.default_rng(args.seed)
@@ -249,13 +338,24 @@ def main(argv=None):
           f"not in training), source vocabulary {len(vocab)} words, output vocabulary "
           f"{len(OUT_VOCAB)}")
 
-    train_m, enc_m, step_m = build_models(args.cell, len(vocab), args.units, args.embedding)
+    compiled = args.bidirectional or args.attention or args.compiled_decode
+    if compiled:
+        train_m, infer_m = build_compiled_models(args.cell, len(vocab), args.units,
+                                                 args.embedding, args.bidirectional,
+                                                 args.attention, args.max_len)
+        train_arr = train_arr + (train_arr[4].sum(1).astype(np.int64),)
+        test_arr = test_arr + (test_arr[4].sum(1).astype(np.int64),)
+    else:
+        train_m, enc_m, step_m = build_models(args.cell, len(vocab), args.units, args.embedding)
     params = train_m.init(args.seed)
-    names = ("src", "src_len", "dec_in", "dec_out", "weights")
+    names = ("src", "src_len", "dec_in", "dec_out", "weights", "dec_len")
     feed = lambda arrs, idx: {k: a[idx] for k, a in zip(names, arrs)}  # noqa: E731
     backend = C.probe_backend(args.backend, train_m, params, **feed(train_arr, slice(0, 4)))
     run = C.Runner(backend)
-    print(f"model: {args.cell} encoder-decoder, {args.units} units, "
+    kind = " ".join(w for w, on in (("bidirectional", args.bidirectional),
+                                     ("attention", args.attention)) if on)
+    print(f"model: {args.cell} encoder-decoder{' (' + kind + ')' if kind else ''}, "
+          f"{args.units} units, "
           f"{sum(v.size for v in params.values())} parameters, backend {backend}")
 
     trainer = Trainer(train_m, loss_output="loss", optimizer=optim.Adam(args.lr),
@@ -265,8 +365,11 @@ def main(argv=None):
 
     def accuracy(n=None):
         sl = slice(0, n)
-        pred = greedy_decode(run, enc_m, step_m, params, test_arr[0][sl], test_arr[1][sl],
-                             args.max_len)
+        if compiled:
+            pred = compiled_greedy_decode(run, infer_m, params, test_arr[0][sl], test_arr[1][sl])
+        else:
+            pred = greedy_decode(run, enc_m, step_m, params, test_arr[0][sl], test_arr[1][sl],
+                                 args.max_len)
         return float(np.mean([p_ == t for p_, (_, t) in zip(pred, test_pairs[sl])])), pred
 
     with C.Timer() as tm:
@@ -287,6 +390,8 @@ def main(argv=None):
     print(f"held-out exact-match accuracy {acc:.4f} on {len(pred)} pairs (output lengths "
           f"{sorted(set(lengths))}); training time {tm.seconds:.1f}s")
     C.result(example="encoder_decoder", cell=args.cell, backend=backend, exact_match=acc,
+             bidirectional=args.bidirectional, attention=args.attention,
+             compiled_decode=bool(compiled),
              train_time=tm.seconds, time_per_100_iterations=tm.seconds / args.iterations * 100,
              final_loss=float(np.mean(curve[-100:])))
 
