@@ -1,19 +1,26 @@
-"""Every built-in cell and wrapper, compiled for the CPU backend, equals the interpreter.
+"""Every built-in cell and wrapper compiled for the CPU backend, checked against three references:
+the interpreter, the independent NumPy oracle (tests/reference_cells.py) and PyTorch where
+torch.nn has the cell; gradients also against finite differences taken on the compiled backend.
 
-Each configuration (cell, unroll, sequence_length or not, dtype) is one model whose output 0 is
-a scalar loss sum(out * R) + sum_k sum(tanh(state_k) * Q_k); `value_and_grad(backend="cpu")`
-compiles ONE graph (forward outputs + gradients) that is compared with
-`value_and_grad(backend="interp")`: loss, outputs, final states and every parameter gradient
-Dropout runs in training mode with a fixed seed, so its masks must
-agree bit for bit (checked on the zero pattern of the outputs). A Trainer step with backend="cpu"
-reuses the same compiled graph and must equal the interpreter's step.
+A compile is the expensive part, so a dynamic-unroll compile holds several cells side by side:
+the "loss model" of tests/helpers.py (loss = sum over cells of sum(out * R) +
+sum_k sum(tanh(s_k) * Q_k)), and `value_and_grad(backend="cpu")` compiles ONE graph (forward outputs + every parameter
+gradient) per configuration, reused by every test here (training and inference mode are inputs
+of that graph, and the Trainer reuses it too):
 
-Numba compiles are expensive, so not every combination is compiled:
-- every cell: (dynamic, with sequence_length, f64) and (static, without, f32);
-- LSTM and GRU (reset_after): also (dynamic, without, f32) and (static, with, f64);
-- the inference path (`m(params, backend="cpu")`, no autodiff) once per dtype on ONE model
-  holding every cell: (dynamic, with, f32) and (dynamic, without, f64).
+- every cell in (dynamic, with sequence_length, f64) (two compiles of five cells each) and
+  (static, without, f32) (one compile per cell);
+- LSTM and GRU (reset_after) also in (dynamic, without, f32) (one compile) and (static, with,
+  f64);
+- the inference path (`m(params, backend="cpu")`, no autodiff) on one model holding every cell,
+  (dynamic, with, f32) and (dynamic, without, f64).
 sequence_length is [0, T, 2]: an empty, a full and a partial sequence.
+
+Checks per configuration: forward and gradients equal the interpreter (training mode: dropout
+masks bit for bit); forward in inference mode equals the oracle; in f64 every cell's parameter
+gradient passes a random-direction finite-difference check on the compiled graph (the only
+independent gradient reference for the TF1 GRU, the peephole LSTM and the relu RNN) and the
+cells torch has equal torch autograd; a Trainer step equals the interpreter's step.
 """
 
 from __future__ import annotations
@@ -21,131 +28,165 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import (CELLS, assert_close, fd_check, loss_inputs, loss_model, oracle,
+                     perturbed_params, rel_err, torch_reference)
+
 import rnncomp as rc
 from rnncomp import optim
+from rnncomp.frontend.trace import flatten
 from rnncomp.train import Trainer
-from rnncomp.frontend.trace import flatten, unflatten
-from cell_zoo import BUILTIN_CELLS
 
 B, T, I = 3, 3, 2
 SEED = 11
-LENGTHS = np.array([0, T, 2], np.int32)
+LENGTHS = [0, T, 2]
 RTOL = {"f32": 2e-5, "f64": 1e-11}
-
-
-def _cells():
-    return dict(BUILTIN_CELLS)
-
-
-CELLS = _cells()
-CONFIGS = [(c, True, True, "f64") for c in CELLS] + [(c, False, False, "f32") for c in CELLS] + \
-    [(c, True, False, "f32") for c in ("basic_lstm", "gru_after")] + \
-    [(c, False, True, "f64") for c in ("basic_lstm", "gru_after")]
+# Cells per compile. Dynamic unrolls: several cells in one graph (5 cells cost about 3.7x one
+# cell's compile time, measured in CPU seconds). Static unrolls are straight-line code whose
+# compile time grows faster than linearly (2 cells: 2.5x one), so they stay one cell per compile.
+GROUP_A = ("rnn_tanh", "rnn_relu", "basic_lstm", "lstm_peep", "gru_before")
+GROUP_B = ("gru_after", "multi_tuple", "multi_concat", "dropout", "projection")
+assert sorted(GROUP_A + GROUP_B) == sorted(CELLS), "a cell of tests/helpers.py is not compiled"
+PAIR = ("basic_lstm", "gru_after")
+GROUP_NAMES = {GROUP_A: "A", GROUP_B: "B", PAIR: "lstm+gru"}
+CONFIGS = [(GROUP_A, True, True, "f64"), (GROUP_B, True, True, "f64"), (PAIR, True, False, "f32")]
+CONFIGS += [((c,), False, False, "f32") for c in CELLS]
+CONFIGS += [((c,), False, True, "f64") for c in PAIR]
+F64 = [c for c in CONFIGS if c[3] == "f64"]
 
 
 def _cfg_id(cfg) -> str:
-    c, dyn, ln, dt = cfg
-    return f"{c}-{'dyn' if dyn else 'static'}-{'len' if ln else 'full'}-{dt}"
+    cells, dyn, ln, dt = cfg
+    group = GROUP_NAMES.get(cells) or "+".join(cells)
+    return f"{group}-{'dyn' if dyn else 'static'}-{'len' if ln else 'full'}-{dt}"
 
 
-def _unroll(cell, X, dynamic: bool, L, init=None, scope=None):
-    if dynamic:
-        return rc.dynamic_rnn(cell, X, sequence_length=L, initial_state=init, scope=scope)
-    xs = [rc.reshape(rc.slice(X, t, t + 1, axis=1), (X.shape[0], X.shape[2])) for t in range(T)]
-    outs, st = rc.static_rnn(cell, xs, sequence_length=L, initial_state=init, scope=scope)
-    return rc.concat([rc.expand_dims(o, 1) for o in outs], axis=1), st
+_BUILT: dict[str, dict] = {}
 
 
-def _make_model(cell_name: str, dynamic: bool, with_len: bool, dtype: str):
-    probe = CELLS[cell_name]()
-    sizes, tree = flatten(probe.state_size)
-    specs = {"X": rc.Input((None, T, I))}
-    if with_len:
-        specs["L"] = rc.Input((None,), "i32")
-    for k, s in enumerate(sizes):
-        specs[f"s{k}"] = rc.Input((None, s))
-        specs[f"Q{k}"] = rc.Input((None, s))
-    specs["R"] = rc.Input((None, T, probe.output_size))
-
-    def fn(**kw):
-        init = unflatten(tree, [kw[f"s{k}"] for k in range(len(sizes))])
-        out, st = _unroll(CELLS[cell_name](), kw["X"], dynamic, kw.get("L"), init)
-        loss = rc.sum(out * kw["R"])
-        for k, s in enumerate(flatten(st)[0]):
-            loss = loss + rc.sum(rc.tanh(s) * kw[f"Q{k}"])
-        return loss, out, st
-
-    return rc.Model(fn, specs, dtype=dtype), sizes, probe.output_size
-
-
-def _inputs(rng, with_len, sizes, out_size, dtype):
-    npdt = np.dtype(np.float32 if dtype == "f32" else np.float64)
-    inputs = {"X": rng.standard_normal((B, T, I)).astype(npdt)}
-    if with_len:
-        inputs["L"] = LENGTHS
-    for k, s in enumerate(sizes):
-        inputs[f"s{k}"] = (0.5 * rng.standard_normal((B, s))).astype(npdt)
-        inputs[f"Q{k}"] = rng.standard_normal((B, s)).astype(npdt)
-    inputs["R"] = rng.standard_normal((B, T, out_size)).astype(npdt)
-    return inputs
-
-
-def _params(m, rng):
-    # zero-initialized biases are perturbed so that every parameter matters
-    return {k: (v + 0.1 * rng.standard_normal(v.shape)).astype(v.dtype)
-            for k, v in m.init(0).items()}
-
-
-def _close(got, ref, rtol, what):
-    got, ref = np.asarray(got), np.asarray(ref)
-    assert got.shape == ref.shape and got.dtype == ref.dtype, \
-        f"{what}: {got.dtype}{got.shape} != {ref.dtype}{ref.shape}"
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * max(scale, 1e-30), err_msg=what)
+def _build(cfg) -> dict:
+    """The compiled case of one configuration, built once per session."""
+    key = _cfg_id(cfg)
+    if key not in _BUILT:
+        cells, dynamic, with_len, dtype = cfg
+        lm = loss_model(list(cells), dynamic=dynamic, with_len=with_len, dtype=dtype, T=T, I=I)
+        rng = np.random.default_rng(5)
+        p = perturbed_params(lm.model, rng)
+        inputs = loss_inputs(lm, rng, B, LENGTHS)
+        kw = dict(training=True, seed=SEED)
+        # wrt=None: every trainable parameter, as the Trainer uses (so it reuses the compile)
+        _BUILT[key] = dict(
+            cfg=cfg, id=key, lm=lm, params=p, inputs=inputs, rtol=RTOL[dtype],
+            ref=lm.model.value_and_grad(p, backend="interp", **kw, **inputs),
+            got=lm.model.value_and_grad(p, backend="cpu", **kw, **inputs),
+            got_infer=lm.model.value_and_grad(p, backend="cpu", **inputs))
+    return _BUILT[key]
 
 
 @pytest.fixture(scope="module", params=CONFIGS, ids=_cfg_id)
 def case(request):
-    cell_name, dynamic, with_len, dtype = request.param
-    rng = np.random.default_rng(5)
-    m, sizes, out_size = _make_model(cell_name, dynamic, with_len, dtype)
-    p = _params(m, rng)
-    inputs = _inputs(rng, with_len, sizes, out_size, dtype)
-    # wrt=None: every trainable parameter, as the Trainer uses (so it reuses the compile)
-    kw = dict(training=True, seed=SEED)
-    ref = m.value_and_grad(p, backend="interp", **kw, **inputs)
-    got = m.value_and_grad(p, backend="cpu", **kw, **inputs)
-    return dict(cfg=request.param, model=m, params=p, inputs=inputs, ref=ref, got=got,
-                rtol=RTOL[dtype])
+    return _build(request.param)
 
 
-def test_forward(case):
+@pytest.fixture(scope="module", params=F64, ids=_cfg_id)
+def case64(request):
+    return _build(request.param)
+
+
+def _cell_params(case, name):
+    return [k for k in case["params"] if k.startswith(name + "/")]
+
+
+def test_forward_equals_interpreter(case):
     (ref_out, _), (got_out, _) = case["ref"], case["got"]
-    rf, _ = flatten(ref_out)
-    gf, _ = flatten(got_out)
-    assert len(rf) == len(gf)
-    for k, (a, b) in enumerate(zip(gf, rf)):
-        _close(a, b, case["rtol"], f"{_cfg_id(case['cfg'])}: forward output {k}")
-    out_ref, out_got = rf[1], gf[1]
-    # dropout masks (and sequence_length zeroing) agree exactly
-    np.testing.assert_array_equal(out_got == 0, out_ref == 0)
-    if case["cfg"][2]:  # with sequence_length: instance 0 (length 0) has all-zero outputs
-        assert not np.any(out_got[0])
+    assert_close(got_out[0], ref_out[0], case["rtol"], f"{case['id']}: loss")
+    assert set(got_out[1]) == set(ref_out[1]) == set(case["lm"].cells)
+    for name in case["lm"].cells:
+        rf, _ = flatten(ref_out[1][name])
+        gf, _ = flatten(got_out[1][name])
+        for k, (a, b) in enumerate(zip(gf, rf, strict=True)):
+            assert_close(a, b, case["rtol"], f"{case['id']}: {name} forward output {k}")
+        # dropout masks (and sequence_length zeroing) agree exactly
+        np.testing.assert_array_equal(gf[0] == 0, rf[0] == 0)
+        if case["lm"].with_len:  # instance 0 (length 0) has all-zero outputs
+            assert not np.any(gf[0][0])
 
 
-def test_backward(case):
+def test_forward_equals_oracle(case):
+    """Inference mode against the independent NumPy oracle (not the interpreter)."""
+    (out, _) = case["got_infer"]
+    rtol = 1e-12 if case["lm"].dtype == "f64" else 1e-5
+    for name in case["lm"].cells:
+        want_out, want_states = oracle(case["lm"], name, case["params"], case["inputs"])
+        got_out, got_state = out[1][name]
+        assert_close(got_out, want_out, rtol, f"{case['id']}: {name} outputs vs oracle")
+        for k, (g, w) in enumerate(zip(flatten(got_state)[0], want_states, strict=True)):
+            assert_close(g, w, rtol, f"{case['id']}: {name} final state {k} vs oracle")
+
+
+def test_backward_equals_interpreter(case):
     (_, ref_g), (_, got_g) = case["ref"], case["got"]
-    assert set(ref_g) == set(got_g)
+    assert set(ref_g) == set(got_g) == set(case["params"])
     for name in ref_g:
-        assert got_g[name].dtype == ref_g[name].dtype
-        _close(got_g[name], ref_g[name], case["rtol"], f"{_cfg_id(case['cfg'])}: d loss / d {name}")
+        assert_close(got_g[name], ref_g[name], case["rtol"], f"{case['id']}: d loss / d {name}")
         assert np.any(ref_g[name] != 0), f"no gradient reaches {name}"
+
+
+FD_CASES = [(cfg, cell) for cfg in F64 for cell in cfg[0]]
+
+
+@pytest.mark.parametrize("cfg,cell", FD_CASES, ids=[f"{_cfg_id(c)}-{n}" for c, n in FD_CASES])
+def test_gradient_finite_differences(cfg, cell):
+    """d loss / d (this cell's parameters) of the compiled graph against central differences of
+    the compiled loss along a random direction (float64, inference mode)."""
+    case = _build(cfg)
+    m, p, inputs = case["lm"].model, case["params"], case["inputs"]
+    _, grads = case["got_infer"]
+
+    def value(pp, ii):
+        (loss, _), _ = m.value_and_grad(pp, backend="cpu", **ii)
+        return loss
+
+    fd_check(value, p, inputs, grads, _cell_params(case, cell),
+             np.random.default_rng(sorted(CELLS).index(cell)), eps=1e-6, rtol=1e-6,
+             what=f"{case['id']}: {cell}")
+
+
+def test_every_cell_has_a_finite_difference_check():
+    assert {cell for _, cell in FD_CASES} == set(CELLS)
+
+
+def test_gradients_equal_torch(case64):
+    """The cells torch.nn has (LSTM, reset-after GRU, tanh/relu RNN): outputs, final states and
+    parameter gradients of the compiled graph equal torch autograd's."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    lm, p, inputs = case64["lm"], case64["params"], case64["inputs"]
+    out, grads = case64["got_infer"]
+    checked = 0
+    for name in lm.cells:
+        kind = CELLS[name].torch
+        if kind is None:
+            continue
+        n = len(lm.state_sizes[name])
+        t_out, t_states, t_grads = torch_reference(
+            kind, p, name, inputs["X"], inputs.get("L"),
+            [inputs[f"{name}_s{k}"] for k in range(n)], inputs[f"{name}_R"],
+            [inputs[f"{name}_Q{k}"] for k in range(n)])
+        got_out, got_state = out[1][name]
+        assert rel_err(got_out, t_out) < 1e-10, name
+        for g, w in zip(flatten(got_state)[0], t_states, strict=True):
+            assert rel_err(g, w) < 1e-10, name
+        assert set(t_grads) == set(_cell_params(case64, name))
+        for k, want in t_grads.items():
+            assert rel_err(grads[k], want) < 1e-9, f"{case64['id']}: d loss / d {k} vs torch"
+        checked += 1
+    assert checked == sum(CELLS[c].torch is not None for c in lm.cells) > 0
 
 
 def test_train_step(case):
     """One Trainer step with backend="cpu" (it reuses the compiled gradient graph) equals the
     interpreter's step."""
-    m, p, inputs = case["model"], case["params"], case["inputs"]
+    m, p, inputs = case["lm"].model, case["params"], case["inputs"]
     results = {}
     for backend in ("interp", "cpu"):
         tr = Trainer(m, loss_output=0, optimizer=optim.Adam(1e-2), clip_norm=5.0,
@@ -156,19 +197,19 @@ def test_train_step(case):
     rtol = case["rtol"]
     assert abs(l_got - l_ref) <= rtol * max(1.0, abs(l_ref)) * 10
     assert abs(n_got - n_ref) <= rtol * max(1.0, abs(n_ref)) * 10
+    assert set(p_got) == set(p_ref) == set(p)
     for name in p_ref:
         # Adam's first step moves each weight by ~lr * sign(g): compare the update itself
-        _close(p_got[name] - p[name], p_ref[name] - p[name], 1e-3 if rtol > 1e-6 else 1e-8,
-               f"{_cfg_id(case['cfg'])}: updated {name}")
+        assert_close(p_got[name] - p[name], p_ref[name] - p[name], 1e-3 if rtol > 1e-6 else 1e-8,
+                     f"{case['id']}: updated {name}")
+    assert set(s_got) == set(s_ref)
     for name in s_ref:
-        _close(s_got[name], s_ref[name], rtol * 10, f"{_cfg_id(case['cfg'])}: opt state {name}")
+        assert_close(s_got[name], s_ref[name], rtol * 10, f"{case['id']}: opt state {name}")
 
 
 # ---------------------------------------------------------------------------------------------
 # The inference path (no autodiff): one model with every cell, compiled once per dtype
 # ---------------------------------------------------------------------------------------------
-# (one straight-line kernel for a static unroll of every cell compiles far too slowly: the
-# static unroll is covered per cell above)
 INFER = [(True, True, "f32"), (True, False, "f64")]
 
 
@@ -176,39 +217,32 @@ INFER = [(True, True, "f32"), (True, False, "f64")]
                 ids=lambda c: f"{'dyn' if c[0] else 'static'}-{'len' if c[1] else 'full'}-{c[2]}")
 def all_cells(request):
     dynamic, with_len, dtype = request.param
-    specs = {"X": rc.Input((None, T, I))}
-    if with_len:
-        specs["L"] = rc.Input((None,), "i32")
-
-    def fn(X, L=None):
-        res = {}
-        for name, make in CELLS.items():
-            out, st = _unroll(make(), X, dynamic, L, scope=name)
-            res[name] = (out, st)
-        return res
-
-    m = rc.Model(fn, specs, dtype=dtype)
+    lm = loss_model(list(CELLS), dynamic=dynamic, with_len=with_len, dtype=dtype, T=T, I=I)
     rng = np.random.default_rng(3)
-    p = _params(m, rng)
-    npdt = np.float32 if dtype == "f32" else np.float64
-    inputs = {"X": rng.standard_normal((B, T, I)).astype(npdt)}
-    if with_len:
-        inputs["L"] = LENGTHS
+    p = perturbed_params(lm.model, rng)
+    inputs = loss_inputs(lm, rng, B, LENGTHS)
     out = {}
     for training in (False, True):
-        ref = m(p, training=training, seed=SEED, **inputs)
-        got = m(p, training=training, seed=SEED, backend="cpu", **inputs)
+        ref = lm.model(p, training=training, seed=SEED, **inputs)
+        got = lm.model(p, training=training, seed=SEED, backend="cpu", **inputs)
         out[training] = (ref, got)
-    return dtype, out
+    return lm, p, inputs, out
 
 
 @pytest.mark.parametrize("training", [False, True], ids=["infer", "training"])
 @pytest.mark.parametrize("cell_name", list(CELLS))
 def test_inference_path(all_cells, cell_name, training):
-    dtype, out = all_cells
+    lm, p, inputs, out = all_cells
     ref, got = out[training]
-    rf, _ = flatten(ref[cell_name])
-    gf, _ = flatten(got[cell_name])
-    for k, (a, b) in enumerate(zip(gf, rf)):
-        _close(a, b, RTOL[dtype], f"{cell_name} ({dtype}, training={training}): output {k}")
+    rtol = RTOL[lm.dtype]
+    rf, _ = flatten(ref[1][cell_name])
+    gf, _ = flatten(got[1][cell_name])
+    for k, (a, b) in enumerate(zip(gf, rf, strict=True)):
+        assert_close(a, b, rtol, f"{cell_name} ({lm.dtype}, training={training}): output {k}")
     np.testing.assert_array_equal(gf[0] == 0, rf[0] == 0)
+    if not training:
+        want_out, want_states = oracle(lm, cell_name, p, inputs)
+        rtol = 1e-12 if lm.dtype == "f64" else 1e-5
+        assert_close(gf[0], want_out, rtol, f"{cell_name} ({lm.dtype}): outputs vs oracle")
+        for k, (g, w) in enumerate(zip(gf[1:], want_states, strict=True)):
+            assert_close(g, w, rtol, f"{cell_name} ({lm.dtype}): final state {k} vs oracle")
