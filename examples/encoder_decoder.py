@@ -241,8 +241,8 @@ def build_compiled_models(cell: str, src_vocab: int, units: int, emb: int, bidir
         return rc.param("tgt_embedding/embeddings", (V, emb), "glorot_uniform")
 
     def train_fn(src, src_len, dec_in, dec_out, weights, dec_len):
-        helper = lambda: rc.seq2seq.TrainingHelper(rc.embedding_lookup(table(), dec_in),  # noqa: E731
-                                                   dec_len)
+        def helper():
+            return rc.seq2seq.TrainingHelper(rc.embedding_lookup(table(), dec_in), dec_len)
         out, _, _ = decoder(src, src_len, helper)
         logits = out.rnn_output                                      # [B, T, V]
         nll = -rc.take(rc.log_softmax(logits, -1), dec_out)           # [B, T]
@@ -251,7 +251,8 @@ def build_compiled_models(cell: str, src_vocab: int, units: int, emb: int, bidir
 
     def infer_fn(src, src_len):
         start = rc.cast(src_len * 0 + GO, "i32")
-        helper = lambda: rc.seq2seq.GreedyEmbeddingHelper(table(), start, EOS)  # noqa: E731
+        def helper():
+            return rc.seq2seq.GreedyEmbeddingHelper(table(), start, EOS)
         out, _, lengths = decoder(src, src_len, helper)
         return {"ids": out.sample_id, "lengths": lengths}
 

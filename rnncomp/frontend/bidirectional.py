@@ -40,9 +40,6 @@ def bidirectional_dynamic_rnn(cell_fw, cell_bw, inputs: Node, sequence_length: A
     from max(sequence_length) - 1 down to 0. Other arguments as dynamic_rnn.
     """
     cell_fw, cell_bw = as_cell(cell_fw), as_cell(cell_bw)
-    if cell_fw is cell_bw:
-        # allowed in TF1 too (each direction gets its own variables under fw/ and bw/)
-        pass
     with variable_scope(scope or "bidirectional_rnn"):
         out_fw, st_fw = _dynamic_rnn(cell_fw, inputs, sequence_length, initial_state_fw, dtype,
                                      parallel_iterations, swap_memory, time_major, "fw",
