@@ -4,7 +4,7 @@
   RNNCOMP_UPDATE_GOLDEN=1 (re)writes files.
 - `rel_err`, `assert_close`: the comparisons the backend tests use.
 - `run_example`: run an example script in a subprocess and read its result line.
-- `run_child` / `run_pytest_child`: subprocesses whose failure (or error) fails the parent.
+- `run_pytest_child`: a child pytest whose failure, error or all-skipped run fails the parent.
 - `CELLS`: the one table of built-in cells and wrappers, each with its independent NumPy oracle
   (tests/reference_cells.py) and, where PyTorch has the cell, the torch module kind.
 - `loss_model` / `loss_inputs` / `perturbed_params`: the "loss model" the backend tests compile:
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import pytest
 
 import reference_cells as ref
 
@@ -100,24 +99,14 @@ def child_env(extra: dict | None = None) -> dict[str, str]:
     return env
 
 
-def run_child(cmd: Sequence[str], *, env: dict | None = None, timeout: float = 600,
-              cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run a command; a non-zero exit fails the calling test with the child's output."""
-    r = subprocess.run(list(cmd), env=child_env(env), cwd=cwd, capture_output=True, text=True,
-                       timeout=timeout)
-    assert r.returncode == 0, (f"child {' '.join(map(str, cmd))} exited with {r.returncode}:\n"
-                               f"{(r.stdout + r.stderr)[-6000:]}")
-    return r
-
-
 def run_pytest_child(path: str | os.PathLike, *, env: dict | None = None, timeout: float = 600,
                      args: Sequence[str] = ()) -> str:
     """Run pytest on `path` in a child process. Fails unless the child passes with at least one
     passed test: a failure, an error, no tests or only skips fail the parent (a child that skips
     must not turn into a green parent; decide what is absent in the parent, before starting it)."""
     r = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-rs",
-                        "-p", "no:cacheprovider", *args, str(path)], env=child_env(env), cwd=REPO, capture_output=True,
-                       text=True, timeout=timeout)
+                        "-p", "no:cacheprovider", *args, str(path)], env=child_env(env), cwd=REPO,
+                       capture_output=True, text=True, timeout=timeout)
     tail = (r.stdout + r.stderr)[-8000:]
     assert r.returncode == 0, f"pytest child on {path} exited with {r.returncode}:\n{tail}"
     last = [ln for ln in r.stdout.splitlines() if ln.strip()][-1:] or [""]
@@ -145,7 +134,9 @@ def nvrtc_missing() -> str | None:
         return reason
     from rnncomp.backends.cuda import compat
 
-    return None if compat.nvvm_available() else "NVVM/NVRTC not available (pip install 'numba-cuda[cu13]')"
+    if compat.nvvm_available():
+        return None
+    return "NVVM/NVRTC not available (pip install 'numba-cuda[cu13]')"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,7 +207,8 @@ def _gru_oracle(reset_after):
 def _multi_tuple_oracle(X, p, L, init, scope="rnn"):
     c0, h0, g0 = init
     out, ((c, h), g) = ref.multi_ref(X, [
-        functools.partial(ref.lstm_ref, params=p, scope=ref.layer_scope(scope, 0, "basic_lstm_cell"),
+        functools.partial(ref.lstm_ref, params=p,
+                          scope=ref.layer_scope(scope, 0, "basic_lstm_cell"),
                           c0=c0, h0=h0),
         functools.partial(ref.gru_ref, params=p, scope=ref.layer_scope(scope, 1, "gru_cell"),
                           h0=g0),
@@ -265,7 +257,8 @@ def _register():
                               _lstm_oracle("lstm_cell", True)),
         "gru_before": CellCase(lambda: rc.GRUCell(3, reset_after=False), _gru_oracle(False)),
         "gru_after": CellCase(lambda: rc.GRUCell(3, reset_after=True), _gru_oracle(True), "gru"),
-        "multi_tuple": CellCase(lambda: rc.MultiRNNCell([rc.BasicLSTMCell(3), rc.GRUCell(2, reset_after=False)]),
+        "multi_tuple": CellCase(lambda: rc.MultiRNNCell([rc.BasicLSTMCell(3),
+                                                         rc.GRUCell(2, reset_after=False)]),
                                 _multi_tuple_oracle),
         "multi_concat": CellCase(lambda: rc.MultiRNNCell([rc.BasicRNNCell(2), rc.LSTMCell(3, True)],
                                                          state_is_tuple=False),
@@ -393,8 +386,9 @@ def fd_check(value: Callable[[dict, dict], float], params: dict, inputs: dict, g
 
     fd = (shifted(1.0) - shifted(-1.0)) / (2 * eps)
     an = float(sum(np.sum(np.asarray(grads[n], np.float64) * dirs[n]) for n in names))
+    rel = abs(fd - an) / max(abs(an), 1e-300)
     assert abs(fd - an) <= rtol * max(abs(an), abs(fd), 1e-8), \
-        f"{what}: finite differences {fd!r} != gradient {an!r} (rel {abs(fd - an) / max(abs(an), 1e-300):.2e})"
+        f"{what}: finite differences {fd!r} != gradient {an!r} (rel {rel:.2e})"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,9 +4,9 @@ torch.nn has the cell; gradients also against finite differences taken on the co
 
 A compile is the expensive part, so a dynamic-unroll compile holds several cells side by side:
 the "loss model" of tests/helpers.py (loss = sum over cells of sum(out * R) +
-sum_k sum(tanh(s_k) * Q_k)), and `value_and_grad(backend="cpu")` compiles ONE graph (forward outputs + every parameter
-gradient) per configuration, reused by every test here (training and inference mode are inputs
-of that graph, and the Trainer reuses it too):
+sum_k sum(tanh(s_k) * Q_k)), and `value_and_grad(backend="cpu")` compiles ONE graph (forward
+outputs + every parameter gradient) per configuration, reused by every test here (training and
+inference mode are inputs of that graph, and the Trainer reuses it too):
 
 - every cell in (dynamic, with sequence_length, f64) (two compiles of five cells each) and
   (static, without, f32) (one compile per cell);
@@ -31,7 +31,6 @@ import pytest
 from helpers import (CELLS, assert_close, fd_check, loss_inputs, loss_model, oracle,
                      perturbed_params, rel_err, torch_reference)
 
-import rnncomp as rc
 from rnncomp import optim
 from rnncomp.frontend.trace import flatten
 from rnncomp.train import Trainer

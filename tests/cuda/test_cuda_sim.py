@@ -13,8 +13,6 @@ process already has it set, this module re-runs itself in a child process with i
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np

@@ -15,7 +15,6 @@ already imported numba.cuda for real.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
