@@ -170,6 +170,12 @@ class _MovedModuleFinder(_importlib_abc.MetaPathFinder, _importlib_abc.Loader):
         # the import system stamped the alias's spec on the shared module: give it back its own
         module.__spec__ = self._own_spec
 
+    def get_code(self, fullname):
+        # `python -m rnncomp.cli` runs the moved module (rnncomp.tools.cli) as __main__
+        target = f"{__name__}.{_MOVED[fullname.partition('.')[2]]}"
+        return compile(f"import runpy\nrunpy.run_module({target!r}, run_name='__main__', "
+                       f"alter_sys=True)\n", f"<alias of {target}>", "exec")
+
 
 if not any(isinstance(f, _MovedModuleFinder) for f in _sys.meta_path):
     _sys.meta_path.append(_MovedModuleFinder())
