@@ -2,7 +2,10 @@
 
 - RNNCOMP_CACHE_DIR points at one temporary directory for the whole test session, so every
   compiled graph is written (and Numba-cached) there, never in ~/.cache, and a graph compiled
-  by two test modules is compiled once.
+  by two test modules is compiled once. RNNCOMP_TEST_CACHE_DIR=DIR uses DIR instead and keeps it
+  between runs (.ci/run keeps one next to its venv): a later run compiles only what changed
+  (the cache key covers the rendered source, the backend's helper files and the numba/llvmlite/
+  numpy versions; tests/cpu/test_cache.py checks it).
 - RNNCOMP_VERIFY=1: the verifier runs after every optimization pass of every compile.
 - `golden(name, text)` compares text with tests/cpu/golden/<name> (tests/helpers.py `golden`:
   a missing or different file fails; RNNCOMP_UPDATE_GOLDEN=1 rewrites the files).
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import helpers
@@ -20,7 +24,9 @@ CPU_GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 
 @pytest.fixture(scope="session", autouse=True)
 def _rnncomp_cpu_env(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("rnncomp-cache")
+    keep = os.environ.get("RNNCOMP_TEST_CACHE_DIR")
+    cache = Path(keep).resolve() if keep else tmp_path_factory.mktemp("rnncomp-cache")
+    cache.mkdir(parents=True, exist_ok=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("RNNCOMP_CACHE_DIR", str(cache))
         mp.setenv("RNNCOMP_VERIFY", "1")
