@@ -6,7 +6,7 @@
 
 The cells come from tests/robust/test_fuzz.py (`cells()`: every op tree shrinks, so a failure
 is reduced to a minimal cell). Each new cell costs one Numba compile of its gradient graph.
-A failure is saved as tests/robust/regressions/<name>.json (replayed by test_regression);
+A failure is saved as tests/robust/regressions/<name>.json (replayed by test_regressions_replay);
 rename it to something descriptive and, if the bug is not fixed yet, add an "xfail" reason.
 """
 
