@@ -195,7 +195,7 @@ def test_non_recurrent_cell_gradient():
     args = _args(m, rng, {"X": rng.standard_normal((B, T, I))})
     ref = rc.interpret(grad_graph(m.graph, 0, m.graph.param_names), args)
     got = rc.interpret(g, args)
-    assert all(np.allclose(a, b, rtol=1e-12, atol=1e-14) for a, b in zip(ref, got))
+    assert all(np.allclose(a, b, rtol=1e-12, atol=1e-14) for a, b in zip(ref, got, strict=True))
 
 
 # ---------------------------------------------------------------------------------------------
