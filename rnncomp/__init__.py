@@ -181,6 +181,21 @@ if not any(isinstance(f, _MovedModuleFinder) for f in _sys.meta_path):
     _sys.meta_path.append(_MovedModuleFinder())
 
 
+class _Package(type(_sys)):
+    """rnncomp's module type: importing an old path such as `rnncomp.verify` or `rnncomp.trace`
+    must not replace the public function of that name (`rc.verify`, `rc.trace`) with the
+    module, as the import system would when it binds the submodule on its parent."""
+
+    def __setattr__(self, name, value):
+        if (name in _MOVED and isinstance(value, type(_sys))
+                and not isinstance(self.__dict__.get(name, value), type(_sys))):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
+
+
 def __getattr__(name: str):
     if name in _MOVED:
         return _importlib.import_module(f"{__name__}.{name}")
