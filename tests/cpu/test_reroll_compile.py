@@ -29,7 +29,15 @@ loss, g = m.value_and_grad(p, backend="cpu", X=X, Y=Y)
 dt = time.perf_counter() - t0
 ref_loss, ref = m.value_and_grad(p, backend="interp", X=X, Y=Y)
 err = max(float(np.max(np.abs(g[k] - ref[k]))) for k in ref)
-print(json.dumps({"seconds": dt, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+def peak_mb():
+    # VmHWM of this process's own memory map: ru_maxrss would include the parent's peak, which
+    # Linux carries over fork and exec (a 2 GB pytest parent made a 400 MB child look like 2 GB)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"seconds": dt, "rss_mb": peak_mb(),
                   "loss": float(loss), "ref_loss": float(ref_loss), "grad_err": err}))
 """
 
