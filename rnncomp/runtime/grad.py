@@ -228,16 +228,9 @@ def tbptt_value_and_grad(model: Any, params: Mapping[str, Any], inputs: Mapping[
     total_loss = 0.0
     total: dict[str, np.ndarray] | None = None
     cur = dict(initial_state) if initial_state is not None else None
-    lengths = np.asarray(arrays[length_input]) if length_input is not None else None
     for start in range(0, T, k):
         stop = min(start + k, T)
-        chunk = dict(arrays)
-        for n in seq_inputs:
-            idx = [slice(None)] * arrays[n].ndim
-            idx[time_axis] = slice(start, stop)
-            chunk[n] = arrays[n][tuple(idx)]
-        if lengths is not None:
-            chunk[length_input] = np.clip(lengths - start, 0, stop - start).astype(lengths.dtype)
+        chunk = time_chunk(arrays, seq_inputs, start, stop, time_axis, length_input)
         if cur is None:
             cur = _zero_state(model, params, chunk, state, training, seed)
         chunk.update(cur)
@@ -253,6 +246,22 @@ def tbptt_value_and_grad(model: Any, params: Mapping[str, Any], inputs: Mapping[
         cur = {inp: np.array(_leaf(fwd_flat, model, sel)) for inp, sel in state.items()}
     assert total is not None
     return total_loss, total, cur
+
+
+def time_chunk(arrays: Mapping[str, np.ndarray], seq_inputs: Sequence[str], start: int,
+               stop: int, time_axis: int = 1, length_input: str | None = None
+               ) -> dict[str, np.ndarray]:
+    """The inputs of steps [start, stop): sequence inputs sliced along `time_axis`, lengths
+    shifted and clipped to the chunk, everything else as it is (truncated BPTT's chunks)."""
+    chunk = dict(arrays)
+    for n in seq_inputs:
+        idx = [slice(None)] * arrays[n].ndim
+        idx[time_axis] = slice(start, stop)
+        chunk[n] = arrays[n][tuple(idx)]
+    if length_input is not None:
+        ln = np.asarray(arrays[length_input])
+        chunk[length_input] = np.clip(ln - start, 0, stop - start).astype(ln.dtype)
+    return chunk
 
 
 def _flat_value_and_grad(model, params, inputs, names, output, training, seed, backend):

@@ -30,7 +30,7 @@ import numpy as np
 
 from . import checkpoint, optim
 from . import distributed as _dist
-from ..runtime.grad import output_index, tbptt_value_and_grad, value_and_grad
+from ..runtime.grad import output_index, tbptt_value_and_grad, time_chunk, value_and_grad
 
 __all__ = ["Trainer", "TrainState", "History", "NonFiniteTrainingError", "step_seed"]
 
@@ -244,14 +244,7 @@ class Trainer:
         total, norm = 0.0, 0.0
         for start in range(0, T, k):
             stop = min(start + k, T)
-            chunk = dict(arrays)
-            for n in seq_inputs:
-                idx = [slice(None)] * arrays[n].ndim
-                idx[time_axis] = slice(start, stop)
-                chunk[n] = arrays[n][tuple(idx)]
-            if length_input is not None:
-                ln = arrays[length_input]
-                chunk[length_input] = np.clip(ln - start, 0, stop - start).astype(ln.dtype)
+            chunk = time_chunk(arrays, seq_inputs, start, stop, time_axis, length_input)
             loss, grads, cur = tbptt_value_and_grad(self.model, params, chunk, k=stop - start,
                                                     initial_state=cur,
                                                     **{**kw, "length_input": None,
