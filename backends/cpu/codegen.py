@@ -567,6 +567,9 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
                 len({id(i) for i in y.inputs}) == len(y.inputs):
             inner.direct_concat[id(y)] = f"{ys[k]}[{sid}_t]"
             written.add(k)
+    if info.stop is not None:  # run-time stop: the flag carry ends the loop
+        loop.append(" " * (ind + 4) + f"if {carries[info.stop]}:")
+        loop.append(" " * (ind + 8) + "break")
     loop.append(" " * (ind + 4) + (f"{sid}_t = np.int32({sid}_n - 1 - {sid}_it)" if info.reverse
                                    else f"{sid}_t = np.int32({sid}_it)"))
     for k, x in enumerate(X):

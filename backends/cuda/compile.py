@@ -217,6 +217,10 @@ class CompiledCuda:
         v = env[id(x)]
         return v.get() if hasattr(v, "get") and not isinstance(v, np.ndarray) else np.asarray(v)
 
+    @staticmethod
+    def _hostval_of(v):
+        return v.get() if hasattr(v, "get") and not isinstance(v, np.ndarray) else np.asarray(v)
+
     def _eval(self, n: Node, env: dict, prog: Program, direct: dict) -> None:
         op = n.op
         xp = self.xp
@@ -390,7 +394,7 @@ class CompiledCuda:
             yb.fill(0)
             ys.append(yb)
         result = lambda: carries + ys  # noqa: E731
-        m = self.lstm.get(id(n))
+        m = self.lstm.get(id(n)) if info.stop is None else None
         if m is not None and steps > 0 and kernels_lstm.run_persistent(self, m, n, ins, steps,
                                                                         carries, ys):
             self.stats["persistent_runs"] += 1
@@ -436,6 +440,15 @@ class CompiledCuda:
                 else:
                     carries[k][...] = v
 
+        if info.stop is not None:
+            # run-time stop: one read of the flag carry per step (a device sync, so no CUDA
+            # graph); the loop ends before a step whose flag is True
+            for i in range(steps):
+                if bool(self._hostval_of(carries[info.stop])):
+                    break
+                step(i)
+                self.stats["eager_steps"] += 1
+            return result()
         if steps == 0:
             return result()
         step(0)

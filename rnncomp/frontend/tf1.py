@@ -182,6 +182,12 @@ seq2seq = Namespace(
     GreedyEmbeddingHelper=decode.GreedyEmbeddingHelper,
     dynamic_decode=decode.dynamic_decode,
     Dense=decode.Dense,
+    BeamSearchDecoder=decode.BeamSearchDecoder,
+    BeamSearchDecoderOutput=decode.BeamSearchDecoderOutput,
+    BeamSearchDecoderState=decode.BeamSearchDecoderState,
+    FinalBeamSearchDecoderOutput=decode.FinalBeamSearchDecoderOutput,
+    tile_batch=decode.tile_batch,
+    gather_tree=decode.gather_tree,
 )
 
 contrib = Namespace(

@@ -221,8 +221,10 @@ def trace_scan(
     reverse: bool = False,
     length_input: Node | None = None,
     length: int | None = None,
+    stop: int | None = None,
 ) -> list[Node]:
-    """Trace fn(t, carries_t, xs_t) -> (new carries, ys_t) into one scan node.
+    """Trace fn(t, carries_t, xs_t) -> (new carries, ys_t) into one scan node (stop: see
+    rnncomp.ir.ops.scan).
 
     Returns the scan's results: final carries, then ys stacked along a new leading time axis.
     """
@@ -249,7 +251,7 @@ def trace_scan(
                              f"but the body returns {got}")
     body, free = close_body([t] + c_ph + x_ph, new_c + ys)
     return ops.scan(body, carries, xs, free, reverse=reverse, length_input=length_input,
-                    length=length)
+                    length=length, stop=stop)
 
 
 def shape_of(x: Node) -> Shape:

@@ -885,6 +885,7 @@ class ScanInfo:
     n_inv: int
     reverse: bool
     has_length: bool
+    stop: int | None = None  # the carry (a bool scalar) that ends the loop when True
 
 
 def scan_info(node: Node) -> ScanInfo:
@@ -893,7 +894,8 @@ def scan_info(node: Node) -> ScanInfo:
     has_length = bool(node.attr("has_length", False))
     n_inv = len(node.inputs) - n_carry - n_xs - int(has_length)
     assert len(body.inputs) == 1 + n_carry + n_xs + n_inv
-    return ScanInfo(n_carry, n_xs, n_inv, bool(node.attr("reverse", False)), has_length)
+    return ScanInfo(n_carry, n_xs, n_inv, bool(node.attr("reverse", False)), has_length,
+                    node.attr("stop"))
 
 
 def _scan_rule(inputs, attrs):
@@ -945,6 +947,14 @@ def _scan_rule(inputs, attrs):
         ln = inputs[-1]
         if ln.shape != () or not ln.dtype.is_int:
             raise ShapeError("scan: the length input must be an integer scalar")
+    stop = attrs.get("stop")
+    if stop is not None:
+        if not isinstance(stop, int) or not 0 <= stop < n_carry or \
+                b_carry[stop].shape != () or b_carry[stop].dtype is not DType.bool:
+            raise ShapeError(f"scan: stop={stop!r} must name a bool scalar carry (0 <= stop < "
+                             f"{n_carry})")
+        if attrs.get("reverse"):
+            raise ShapeError("scan: a stop carry needs a forward scan (reverse=False)")
     types = [(c.shape, c.dtype) for c in b_carry] + \
         [((T,) + tuple(y.shape), y.dtype) for y in outs[n_carry:]]
     return ("tuple", tuple(types)), None  # type: ignore[return-value]
@@ -960,7 +970,10 @@ def _item_rule(inputs, attrs):
 
 
 register(OpDef(Op.SCAN, _scan_rule, None, None,
-               doc="loop over time: body(t, carries, x_t, invariants) -> (carries, y_t)"))
+               doc="loop over time: body(t, carries, x_t, invariants) -> (carries, y_t); "
+                   "stop=k: the loop ends before a step whose carry k (bool scalar) is True "
+                   "(a trip-count optimisation: the body must leave the carries unchanged and "
+                   "output zeros once it is True; ys of the steps not run are zeros)"))
 register(OpDef(Op.ITEM, _item_rule, lambda ctx, attrs, tup: tup[attrs["index"]], None,
                doc="one result of a multi-result node (scan)"))
 
@@ -985,15 +998,17 @@ register(OpDef(Op.FUSED, _fused_rule, None, None,
 
 def scan(body: Graph, carries: Sequence[Node], xs: Sequence[Node], invariants: Sequence[Node],
          *, reverse: bool = False, length_input: Node | None = None,
-         length: int | None = None, remat: bool = False) -> list[Node]:
+         length: int | None = None, remat: bool = False, stop: int | None = None) -> list[Node]:
     """Build a scan node and return its results: final carries, then stacked ys. remat=True
     marks a reverse scan that recomputes forward values on purpose (BPTT with recompute): the
-    passes must not batch that work out of the loop again."""
+    passes must not batch that work out of the loop again. stop=k: carry k is a bool scalar
+    and the loop ends before a step where it is True (decoding: every sequence finished)."""
     ins = list(carries) + list(xs) + list(invariants)
     if length_input is not None:
         ins.append(length_input)
     s = make(Op.SCAN, *ins, body=body, n_carry=len(carries), n_xs=len(xs), reverse=reverse,
-             has_length=length_input is not None, length=length, remat=remat or None)
+             has_length=length_input is not None, length=length, remat=remat or None,
+             stop=stop)
     return [make(Op.ITEM, s, index=k) for k in range(len(s.shape[1]))]
 
 

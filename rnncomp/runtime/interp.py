@@ -79,6 +79,8 @@ def run_scan(ctx: Context, node: Node, vals: list[Any]) -> tuple[np.ndarray, ...
           types[info.n_carry:]]
     steps = range(n - 1, -1, -1) if info.reverse else range(n)
     for t in steps:
+        if info.stop is not None and bool(carries[info.stop]):
+            break  # every sequence finished: the remaining steps would change nothing
         ctx.steps.append(t)
         try:
             outs = evaluate(body, [np.int32(t)] + carries + [x[t] for x in xs] + list(invs), ctx)

@@ -119,7 +119,12 @@ def _augment(scan: Node, new_inputs: Sequence[Node],
         reach = {id(n) for n in toposort(bwd_roots)}
         residuals = [c for c in body.inputs[1:1 + info.n_carry] if id(c) in reach]
     res_ph = [ops.placeholder(r.shape, r.dtype, role="res") for r in residuals]
-    aug_body = Graph(body.inputs, list(prim_outs) + residuals)
+    extra: list[Node] = []
+    if info.stop is not None:
+        # a loop with a run-time stop also marks each step it runs (1, stacked: 0 where it
+        # stopped before), so the reverse loop starts at the last step run
+        extra.append(ops.cast(ops.ge(body.inputs[0], ops.const(0, DType.i32)), DType.i64))
+    aug_body = Graph(body.inputs, list(prim_outs) + residuals + extra)
     attrs = {**dict(scan.attrs), "body": aug_body}
     if recompute:  # keep the forward's per-step work in its loop too: no [T, B, 4H] buffers
         attrs["remat"] = True
@@ -242,6 +247,8 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
             acc_at[k] = len(init)
             init.append(ops.zeros_like(a))
     length_input = outer_in[-1] if info.has_length else None
+    if info.stop is not None:  # the steps the forward loop ran (see _augment)
+        length_input = ops.reduce_sum(ops.item(fwd, n_carry + n_ys + len(sv.residuals)), (0,))
     res = ops.scan(bwd_body, init, [o for _, o in xs_pairs], [o for _, o in inv_pairs],
                    reverse=not info.reverse, length_input=length_input,
                    length=fwd.attr("length"), remat=sv.recompute)

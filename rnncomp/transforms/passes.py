@@ -691,7 +691,8 @@ def dce(g: Graph) -> Graph:
         passthrough: dict[int, Node] = {}
         xs_outer = {id(a): b for a, b in zip(p.xs, p.X)}
         for k in list(keep_ys):
-            if id(outs[k]) in xs_outer and s.attr("has_length") is not True:
+            if id(outs[k]) in xs_outer and s.attr("has_length") is not True and \
+                    s.attr("stop") is None:
                 passthrough[k] = xs_outer[id(outs[k])]
                 keep_ys.remove(k)
         new_outs = outs[:nc] + [outs[k] for k in keep_ys]
