@@ -200,13 +200,16 @@ def build_models(cell: str, src_vocab: int, units: int, emb: int):
 
 
 def build_compiled_models(cell: str, src_vocab: int, units: int, emb: int, bidirectional: bool,
-                          attention: bool, max_len: int):
+                          attention: bool, max_len: int, beam: int = 0, decode_batch: int = 100,
+                          length_penalty: float = 0.0):
     """Two models sharing parameters: training through dynamic_decode with a TrainingHelper
     (teacher forcing) and inference through dynamic_decode with a GreedyEmbeddingHelper: the
     whole greedy decoding loop is one compiled scan (no Python loop). --bidirectional: the
     encoder is a bidirectional_dynamic_rnn of two cells of units/2 whose final states are
     concatenated; --attention: the decoder cell is an AttentionWrapper with Luong (scaled)
-    attention over the encoder outputs, masked past each source length."""
+    attention over the encoder outputs, masked past each source length. beam > 0: a third
+    model decodes with a BeamSearchDecoder of that width (the encoder's outputs and state
+    tiled with tile_batch; a static batch of decode_batch sources, as beam search needs)."""
     V = len(OUT_VOCAB)
 
     def encoder(src, src_len):
@@ -264,7 +267,52 @@ def build_compiled_models(cell: str, src_vocab: int, units: int, emb: int, bidir
     infer = rc.Model(infer_fn, seq, name="seq2seq_greedy")
     missing = set(infer.param_specs) - set(train.param_specs)
     assert not missing, f"parameters {missing} are not in the training model"
-    return train, infer
+    if not beam:
+        return train, infer, None
+
+    def beam_fn(src, src_len):
+        memory, state = encoder(src, src_len)
+        tile = lambda x: rc.seq2seq.tile_batch(x, beam)  # noqa: E731
+        dcell = make_cell(cell, units, "cell")
+        init = tile(state)
+        if attention:
+            mech = rc.seq2seq.LuongAttention(units, tile(memory),
+                                             memory_sequence_length=tile(src_len), scale=True)
+            dcell = rc.seq2seq.AttentionWrapper(dcell, mech, attention_layer_size=units)
+            init = dcell.zero_state(decode_batch * beam).clone(cell_state=init)
+        dec = rc.seq2seq.BeamSearchDecoder(
+            dcell, table(), [GO] * decode_batch, EOS, init, beam,
+            output_layer=rc.seq2seq.Dense(V, name="out_proj"),
+            length_penalty_weight=length_penalty)
+        out, _, _ = rc.seq2seq.dynamic_decode(dec, maximum_iterations=max_len)
+        best = rc.slice(out.predicted_ids, 0, 1, axis=2)                # [B, T, 1]: beam 0
+        return {"ids": rc.reshape(best, (decode_batch, max_len))}
+
+    beam_m = rc.Model(beam_fn, {"src": rc.Input((decode_batch, None), "i64"),
+                                "src_len": rc.Input((decode_batch,), "i64")},
+                      name="seq2seq_beam")
+    missing = set(beam_m.param_specs) - set(train.param_specs)
+    assert not missing, f"parameters {missing} are not in the training model"
+    return train, infer, beam_m
+
+
+def beam_decode(run, beam_m, params, src, src_len, batch: int) -> list[str]:
+    """The best beam of each source, up to its first EOS; the sources go in chunks of the beam
+    model's static batch (the last chunk padded with copies of the first source)."""
+    out = []
+    p = {k: params[k] for k in beam_m.param_specs}
+    for i in range(0, len(src), batch):
+        s, n = src[i:i + batch], src_len[i:i + batch]
+        pad = batch - len(s)
+        if pad:
+            s = np.concatenate([s, np.repeat(s[:1], pad, 0)])
+            n = np.concatenate([n, np.repeat(n[:1], pad)])
+        ids = run(beam_m, p, src=s, src_len=n)["ids"][:batch - pad]
+        for row in ids:
+            toks = list(row)
+            toks = toks[:toks.index(EOS)] if EOS in toks else toks
+            out.append("".join(OUT_VOCAB[t] for t in toks if t > EOS))
+    return out
 
 
 def compiled_greedy_decode(run, infer, params, src, src_len) -> list[str]:
@@ -317,6 +365,14 @@ def main(argv=None):
                    help="bidirectional encoder (two cells of units/2; compiled decoding)")
     p.add_argument("--attention", action="store_true",
                    help="Luong attention over the encoder outputs (compiled decoding)")
+    p.add_argument("--beam", type=int, default=0,
+                   help="also decode with beam search of this width (BeamSearchDecoder; "
+                        "compiled decoding) and report greedy vs beam accuracy")
+    p.add_argument("--length-penalty", type=float, default=0.0,
+                   help="beam search length_penalty_weight (default 0)")
+    p.add_argument("--max-train-words", type=int, default=None,
+                   help="train only on sources of at most this many words and also report "
+                        "accuracy on held-out sources longer than that")
     p.add_argument("--compiled-decode", action="store_true",
                    help="decode greedily inside the model (dynamic_decode, one scan) instead "
                         "of a Python loop over a step model; implied by --bidirectional and "
@@ -326,24 +382,40 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     test_pairs, test_keys = make_dataset(np.random.default_rng(10_000 + args.seed),
                                          args.test_size)
-    train_pairs, _ = make_dataset(rng, args.train_size, exclude=test_keys)
+    long_pairs = []
+    if args.max_train_words is not None:
+        n_words = lambda pair: len(pair[0].split())  # noqa: E731
+        pool, _ = make_dataset(np.random.default_rng(20_000 + args.seed), 4 * args.test_size)
+        long_pairs = [q for q in pool if n_words(q) > args.max_train_words][:args.test_size]
+        test_pairs = [q for q in test_pairs if n_words(q) <= args.max_train_words]
+        train_pairs = []
+        while len(train_pairs) < args.train_size:
+            more, _ = make_dataset(rng, args.train_size, exclude=test_keys)
+            train_pairs += [q for q in more if n_words(q) <= args.max_train_words]
+        train_pairs = train_pairs[:args.train_size]  # (no overlap: the long ones are longer)
+    else:
+        train_pairs, _ = make_dataset(rng, args.train_size, exclude=test_keys)
     vocab = source_vocab()
     index = {w: i for i, w in enumerate(vocab)}
-    max_src = max(len(s.split()) for s, _ in train_pairs + test_pairs)
+    max_src = max(len(s.split()) for s, _ in train_pairs + test_pairs + long_pairs)
     max_tgt = 11  # "yyyy-mm-dd" + EOS
     train_arr = encode(train_pairs, index, max_src, max_tgt)
     test_arr = encode(test_pairs, index, max_src, max_tgt)
+    long_arr = encode(long_pairs, index, max_src, max_tgt) if long_pairs else None
     for s, t in train_pairs[:3]:
         print(f"  {s!r:50} -> {t!r}")
     print(f"data: {len(train_pairs)} training pairs, {len(test_pairs)} held-out pairs (dates "
           f"not in training), source vocabulary {len(vocab)} words, output vocabulary "
           f"{len(OUT_VOCAB)}")
 
-    compiled = args.bidirectional or args.attention or args.compiled_decode
+    compiled = args.bidirectional or args.attention or args.compiled_decode or args.beam > 0
+    beam_m = None
+    decode_batch = min(100, args.test_size)
     if compiled:
-        train_m, infer_m = build_compiled_models(args.cell, len(vocab), args.units,
-                                                 args.embedding, args.bidirectional,
-                                                 args.attention, args.max_len)
+        train_m, infer_m, beam_m = build_compiled_models(
+            args.cell, len(vocab), args.units, args.embedding, args.bidirectional,
+            args.attention, args.max_len, beam=args.beam, decode_batch=decode_batch,
+            length_penalty=args.length_penalty)
         train_arr = train_arr + (train_arr[4].sum(1).astype(np.int64),)
         test_arr = test_arr + (test_arr[4].sum(1).astype(np.int64),)
     else:
@@ -364,14 +436,17 @@ def main(argv=None):
     opt_state = trainer.init(params).opt_state
     curve, acc_curve = [], []
 
-    def accuracy(n=None):
+    def accuracy(n=None, arr=None, pairs=None, beam=False):
+        arr, pairs = (test_arr, test_pairs) if arr is None else (arr, pairs)
         sl = slice(0, n)
-        if compiled:
-            pred = compiled_greedy_decode(run, infer_m, params, test_arr[0][sl], test_arr[1][sl])
+        if beam:
+            pred = beam_decode(run, beam_m, params, arr[0][sl], arr[1][sl], decode_batch)
+        elif compiled:
+            pred = compiled_greedy_decode(run, infer_m, params, arr[0][sl], arr[1][sl])
         else:
-            pred = greedy_decode(run, enc_m, step_m, params, test_arr[0][sl], test_arr[1][sl],
+            pred = greedy_decode(run, enc_m, step_m, params, arr[0][sl], arr[1][sl],
                                  args.max_len)
-        return float(np.mean([p_ == t for p_, (_, t) in zip(pred, test_pairs[sl])])), pred
+        return float(np.mean([p_ == t for p_, (_, t) in zip(pred, pairs[sl])])), pred
 
     with C.Timer() as tm:
         for it in C.progress(range(args.iterations), args, total=args.iterations,
@@ -390,9 +465,26 @@ def main(argv=None):
     lengths = [len(p_) for p_ in pred]
     print(f"held-out exact-match accuracy {acc:.4f} on {len(pred)} pairs (output lengths "
           f"{sorted(set(lengths))}); training time {tm.seconds:.1f}s")
+    extra = {}
+    if beam_m is not None:
+        extra["exact_match_beam"], bpred = accuracy(beam=True)
+        changed = sum(a != b for a, b in zip(pred, bpred))
+        print(f"beam search (width {args.beam}, length penalty {args.length_penalty}): "
+              f"exact-match {extra['exact_match_beam']:.4f} vs greedy {acc:.4f} ({changed} of "
+              f"{len(pred)} outputs differ)")
+    if long_arr is not None:
+        extra["exact_match_long"], _ = accuracy(arr=long_arr, pairs=long_pairs)
+        words = sorted({len(s_.split()) for s_, _ in long_pairs})
+        msg = f"longer sources than in training ({words[0]}-{words[-1]} words, trained on <= " \
+              f"{args.max_train_words}): exact-match {extra['exact_match_long']:.4f} greedy"
+        if beam_m is not None:
+            extra["exact_match_long_beam"], _ = accuracy(arr=long_arr, pairs=long_pairs,
+                                                         beam=True)
+            msg += f", {extra['exact_match_long_beam']:.4f} beam"
+        print(msg + f" on {len(long_pairs)} pairs")
     C.result(example="encoder_decoder", cell=args.cell, backend=backend, exact_match=acc,
              bidirectional=args.bidirectional, attention=args.attention,
-             compiled_decode=bool(compiled),
+             compiled_decode=bool(compiled), beam=args.beam, **extra,
              train_time=tm.seconds, time_per_100_iterations=tm.seconds / args.iterations * 100,
              final_loss=float(np.mean(curve[-100:])))
 
