@@ -17,6 +17,8 @@ Lowering (docs/cuda.md):
   capture) and replayed; the graph is cached per (shapes, trip count, buffer addresses) and the
   executor keeps its buffers between calls, so a second call replays without capturing. If
   capture fails the loop runs as plain launches (`capture_error` says why);
+* a scan with a run-time stop (decoding) runs as plain launches, reading the stop flag before
+  each step (one device sync per step);
 * an LSTM forward scan (recognised structurally and checked numerically, kernels_lstm.py) runs
   as ONE persistent cooperative kernel for small batches (`persistent`: "auto" | True | False).
 
