@@ -21,11 +21,15 @@ held-out set of dates never seen in training.
 with Luong attention over the encoder outputs) build the model from rnncomp.seq2seq instead:
 training through dynamic_decode with a TrainingHelper, and greedy decoding inside the model
 (dynamic_decode with a GreedyEmbeddingHelper: the whole decoding loop is one compiled scan;
---compiled-decode selects it without the other two).
+--compiled-decode selects it without the other two). --beam K also decodes with a
+BeamSearchDecoder of width K (encoder outputs and state tiled with tile_batch; the loop stops
+when every beam has finished) and reports greedy vs beam exact match; --max-train-words N
+trains on sources of at most N words and also reports accuracy on longer held-out sources.
 
     python examples/encoder_decoder.py
     python examples/encoder_decoder.py --cell lstm --iterations 4000
     python examples/encoder_decoder.py --bidirectional --attention
+    python examples/encoder_decoder.py --bidirectional --attention --beam 4 --max-train-words 6
 """
 
 from __future__ import annotations
