@@ -253,3 +253,26 @@ def test_trainer_checkpoint_every():
     for name in steps[None][0]:
         np.testing.assert_allclose(steps[2][0][name], steps[None][0][name], rtol=1e-12,
                                    atol=1e-14)
+
+
+def test_checkpoint_every_loop_with_a_static_length_and_no_inputs():
+    # a scan driven by its `length` attribute alone (no per-step inputs; it reads its step)
+    from rnncomp.ir import ops
+    from rnncomp.ir.dtypes import DType
+    from rnncomp.ir.graph import Graph
+    from rnncomp.runtime.interp import interpret
+    from rnncomp.transforms.autodiff import grad_graph
+
+    c0 = ops.make(Op.INPUT, name="c0", shape=("B", 3), dtype=DType.f64)
+    w = ops.make(Op.PARAM, name="w", shape=(3,), dtype=DType.f64)
+    t = ops.placeholder((), DType.i32)
+    c = ops.placeholder(("B", 3), DType.f64)
+    wp = ops.placeholder((3,), DType.f64)
+    nc = ops.tanh(ops.add(ops.mul(c, wp), ops.cast(t, DType.f64)))
+    res = ops.scan(Graph([t, c, wp], [nc, ops.mul(nc, nc)]), [c0], [], [w], length=5)
+    g = Graph([c0, w], [ops.reduce_sum(ops.add(ops.reduce_sum(res[1], (0,)), res[0]), (0, 1))])
+    args = [np.random.default_rng(0).standard_normal((2, 3)), np.array([0.3, -0.5, 0.9])]
+    ref = interpret(grad_graph(g), args)
+    for k in (2, 6):
+        for a, b in zip(interpret(grad_graph(g, checkpoint_every=k), args), ref):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
