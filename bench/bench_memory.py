@@ -112,8 +112,9 @@ def timed(cell: str, T: int, ks: list, rounds: int) -> dict:
 
 
 def one(cell: str, T: int, k: int | None, calls: int) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, cell, str(T), "stored" if k is None else str(k),
-                        str(calls)], capture_output=True, text=True, cwd=ROOT, timeout=1800,
+    arg = "stored" if k is None else str(k)
+    r = subprocess.run([sys.executable, "-c", CHILD, cell, str(T), arg, str(calls)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=1800,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     if r.returncode:
         raise RuntimeError(r.stderr[-2000:])
