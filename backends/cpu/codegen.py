@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, GroupOp, Node, Op, toposort
+from rnncomp.ir.graph import derived_dim
 from rnncomp.ir.ops import REGISTRY, scan_info
 
 from ..render import NP_DT, render_scalar, template
@@ -62,10 +63,13 @@ class Emitter:
         return out
 
     def shape(self, shape) -> str:
-        parts = [self.dims[d] if isinstance(d, str) else str(d) for d in shape]
+        parts = [self.dim(d) for d in shape]
         return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
     def dim(self, d) -> str:
+        der = derived_dim(d)
+        if der is not None and d not in self.dims:  # ceil(T/k): segments of a time axis
+            return f"(({self.dim(der[0])} + {der[1] - 1}) // {der[1]})"
         return self.dims[d] if isinstance(d, str) else str(d)
 
 
@@ -281,6 +285,18 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         idx = ", ".join([":"] * ax + [f"{s}:{s + d}"])
         blk.alloc(f"{v} = np.zeros({sh}, {dt})")
         blk.lines.extend(copy_loop(v, x, n.inputs[0].shape, em, blk.indent, dst_off={ax: s}))
+        return
+    if op is Op.SEGMENT:  # a view when k divides T, else one zero-padded copy
+        xn = n.inputs[0]
+        r = " * ".join(em.dim(d) for d in xn.shape[1:]) or "1"
+        blk.emit(f"{v} = rt.segment_rows(np.ascontiguousarray({x}).reshape(({em.dim(xn.shape[0])}, "
+                 f"{r})), {n.attr('k')}).reshape({sh})")
+        return
+    if op is Op.UNSEGMENT:  # a view of the first T rows
+        yn = n.inputs[0]
+        r = " * ".join(em.dim(d) for d in yn.shape[2:]) or "1"
+        blk.emit(f"{v} = np.ascontiguousarray({x}).reshape(({em.dim(yn.shape[0])} * "
+                 f"{yn.shape[1]}, {r}))[:{em.dim(n.shape[0])}].reshape({sh})")
         return
     if op is Op.CONCAT and all((id(i.inputs[0]), i.attr("index")) in blk.concat_into
                                for i in n.inputs if i.op is Op.ITEM) and \

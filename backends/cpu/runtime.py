@@ -156,3 +156,15 @@ def mm(a, b, out):
             for j in range(n):
                 out[i, j] += av * b[p, j]
     return out
+
+
+@njit(**_JIT)
+def segment_rows(x2, k):
+    """[T, R] -> [ceil(T/k), k, R]: a view when k divides T, else a zero-padded copy."""
+    T = x2.shape[0]
+    S = (T + k - 1) // k
+    if S * k == T:
+        return x2.reshape((S, k, x2.shape[1]))
+    out = np.zeros((S * k, x2.shape[1]), x2.dtype)
+    out[:T] = x2
+    return out.reshape((S, k, x2.shape[1]))

@@ -40,6 +40,7 @@ ensure_numpy_compat()
 
 from rnncomp.ir import Graph, Node, Op  # noqa: E402
 from rnncomp.ir.context import Context, InputError  # noqa: E402
+from rnncomp.ir.graph import resolve_dim  # noqa: E402
 from rnncomp.ir.ops import REGISTRY, scan_info, take_index_error  # noqa: E402
 from rnncomp.runtime import kernel_cache  # noqa: E402
 
@@ -115,7 +116,7 @@ class CompiledCuda:
 
     # -- buffers --------------------------------------------------------------------------
     def shape(self, shape) -> tuple[int, ...]:
-        return tuple(self.dims[d] if isinstance(d, str) else d for d in shape)
+        return tuple(resolve_dim(d, self.dims) for d in shape)
 
     def buf(self, key, shape, dtype):
         shape = tuple(shape)
@@ -291,6 +292,15 @@ class CompiledCuda:
             out.fill(0)
             out[(slice(None),) * ax + (slice(s, s + d),)] = ins[0]
             env[id(n)] = out
+        elif op is Op.SEGMENT:
+            x = ins[0]
+            out = self.buf(key, (sh[0] * sh[1],) + sh[2:], dt)
+            out[x.shape[0]:] = 0
+            out[:x.shape[0]] = x
+            env[id(n)] = out.reshape(sh)
+        elif op is Op.UNSEGMENT:
+            y = ins[0]
+            env[id(n)] = xp.ascontiguousarray(y).reshape((-1,) + tuple(y.shape[2:]))[:sh[0]]
         elif op is Op.CONCAT:
             ax = n.attr("axis")
             out = self.buf(key, sh, dt)

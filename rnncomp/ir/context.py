@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import Node, Shape, shape_str
+from .graph import Node, Shape, resolve_dim, shape_str
 
 
 class InputError(ValueError):
@@ -46,6 +46,6 @@ class Context:
 
     def resolve(self, shape: Shape) -> tuple[int, ...]:
         try:
-            return tuple(self.dims[d] if isinstance(d, str) else d for d in shape)
+            return tuple(resolve_dim(d, self.dims) for d in shape)
         except KeyError as e:
             raise InputError(f"symbolic dimension {e.args[0]!r} is not bound by any input") from e

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import re
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -82,6 +83,9 @@ class Op(enum.Enum):
     ARGMAX = "argmax"  # index of the largest entry along one axis (not differentiable)
     GATHER = "gather"  # rows of a table: table[idx] (embedding lookup)
     SCATTER_ADD = "scatter_add"  # zeros [rows, ...] with src rows added at idx (gather's VJP)
+    # time segments (BPTT checkpointing): [T, ...] <-> [ceil(T/k), k, ...]
+    SEGMENT = "segment"
+    UNSEGMENT = "unsegment"
     # control
     SCAN = "scan"
     ITEM = "item"
@@ -323,6 +327,31 @@ def substitute(outputs: Sequence[Node], mapping: dict[int, Node], rebuild) -> li
         else:
             memo[id(n)] = rebuild(n, new_inputs)
     return [memo[id(o)] for o in outputs]
+
+
+def ceil_div_dim(d: Dim, k: int) -> Dim:
+    """The number of segments of k steps in a time axis of size d: an int for an int d, else the
+    derived symbolic dimension "ceil(d/k)" (resolved from d's value by `resolve_dim`)."""
+    return -(-d // k) if isinstance(d, int) else f"ceil({d}/{k})"
+
+
+_CEIL_DIV = re.compile(r"^ceil\((.+)/(\d+)\)$")
+
+
+def derived_dim(d: Dim) -> tuple[Dim, int] | None:
+    """(base, k) for a dimension made by ceil_div_dim(base, k), None for any other."""
+    m = _CEIL_DIV.match(d) if isinstance(d, str) else None
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def resolve_dim(d: Dim, dims: dict[str, int]) -> int:
+    """The value of a dimension given the symbolic ones bound so far (KeyError if unbound)."""
+    if isinstance(d, int):
+        return d
+    der = derived_dim(d)
+    if der is not None and d not in dims:
+        return -(-resolve_dim(der[0], dims) // der[1])
+    return dims[d]
 
 
 def shape_str(shape: Shape | None) -> str:

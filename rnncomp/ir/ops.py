@@ -23,7 +23,7 @@ import numpy as np
 from .context import InputError
 from .dtypes import DType, as_dtype
 from . import provenance
-from .graph import Dim, Graph, GroupOp, Node, Op, Shape, intern, shape_str
+from .graph import Dim, Graph, GroupOp, Node, Op, Shape, ceil_div_dim, intern, shape_str
 
 
 class ShapeError(ValueError):
@@ -876,6 +876,50 @@ register(OpDef(Op.DIMSIZE, _dimsize_rule,
 
 
 # ---------------------------------------------------------------------------------------------
+# Time segments (BPTT checkpointing, rnncomp.transforms.remat)
+# ---------------------------------------------------------------------------------------------
+def _segment_rule(inputs, attrs):
+    (x,) = inputs
+    k = attrs["k"]
+    if not isinstance(k, int) or k < 1:
+        raise ShapeError(f"segment: k must be a positive int, received {k!r}")
+    if x.ndim < 1:
+        raise ShapeError("segment: needs an array with a leading time axis, received a scalar")
+    return (ceil_div_dim(x.shape[0], k), k) + tuple(x.shape[1:]), x.dtype
+
+
+def _segment_impl(ctx, attrs, x):
+    k = attrs["k"]
+    T = x.shape[0]
+    S = -(-T // k)
+    out = np.zeros((S * k,) + x.shape[1:], x.dtype)
+    out[:T] = x
+    return out.reshape((S, k) + x.shape[1:])
+
+
+def _unsegment_rule(inputs, attrs):
+    (y,) = inputs
+    T = attrs["length"]
+    if y.ndim < 2 or not isinstance(y.shape[1], int) or y.shape[0] != ceil_div_dim(T, y.shape[1]):
+        raise ShapeError(f"unsegment: expected [ceil({T}/k), k, ...] segments, received "
+                         f"[{shape_str(y.shape)}]")
+    return (T,) + tuple(y.shape[2:]), y.dtype
+
+
+def _unsegment_impl(ctx, attrs, y):
+    T = ctx.resolve((attrs["length"],))[0]
+    return np.ascontiguousarray(y.reshape((-1,) + y.shape[2:])[:T])
+
+
+register(OpDef(Op.SEGMENT, _segment_rule, _segment_impl,
+               lambda node, ct, x: (unsegment(ct, x.shape[0]),),
+               doc="[T, ...] -> [ceil(T/k), k, ...]: time in segments of k steps (zeros past T)"))
+register(OpDef(Op.UNSEGMENT, _unsegment_rule, _unsegment_impl,
+               lambda node, ct, y: (segment(ct, y.shape[1]),),
+               doc="[ceil(T/k), k, ...] -> [T, ...]: segments back to time (padding dropped)"))
+
+
+# ---------------------------------------------------------------------------------------------
 # Control: scan and item
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -1212,6 +1256,14 @@ def one_hot(idx, depth, dtype):
 
 def argmax(x, axis, dtype="i64"):
     return make(Op.ARGMAX, x, axis=norm_axis(axis, x.ndim, "argmax"), dtype=as_dtype(dtype))
+
+
+def segment(x, k):
+    return make(Op.SEGMENT, x, k=int(k))
+
+
+def unsegment(y, length):
+    return make(Op.UNSEGMENT, y, length=length)
 
 
 def gather(table, idx):

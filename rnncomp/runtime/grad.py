@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..transforms.autodiff import grad_graph as _grad_graph
+from ..transforms.autodiff import check_checkpoint_every, grad_graph as _grad_graph
 from . import threads
 from .interp import Context, evaluate
 from ..ir.graph import Graph, Op
@@ -103,19 +103,20 @@ def _check_wrt(model: Any, wrt: Sequence[str] | None) -> tuple[str, ...]:
 
 def model_grad_graph(model: Any, output: int | str | Sequence = 0,
                      wrt: Sequence[str] | None = None, preoptimize: bool = False,
-                     recompute: bool = False) -> Graph:
+                     recompute: bool = False, checkpoint_every: int | None = None) -> Graph:
     """The graph (model inputs) -> (forward outputs..., d output / d wrt ...), cached on the
     model. `wrt` defaults to every trainable parameter. recompute=True: BPTT keeps only each
-    step's carries and recomputes the rest backwards (rnncomp.transforms.autodiff.vjp)."""
+    step's carries and recomputes the rest backwards (rnncomp.transforms.autodiff.vjp);
+    checkpoint_every=k: BPTT keeps the carries every k steps and recomputes segment by segment
+    (k=1 is recompute=True)."""
     idx = output_index(model, output)
     names = _check_wrt(model, wrt)
-    if not isinstance(recompute, bool):
-        raise TypeError(f"recompute: expected True or False, received {recompute!r}")
+    k = check_checkpoint_every(checkpoint_every, recompute)
     cache = model.__dict__.setdefault("_grad_graphs", {})
-    key = (idx, names, preoptimize, recompute)
+    key = (idx, names, preoptimize, k)
     if key not in cache:
         cache[key] = _grad_graph(model.graph, idx, list(names), preoptimize=preoptimize,
-                                 recompute=recompute)
+                                 checkpoint_every=k)
     return cache[key]
 
 
@@ -146,6 +147,7 @@ def value_and_grad(model: Any, params: Mapping[str, Any], *, wrt: Sequence[str] 
                    output: int | str | Sequence = 0, training: bool = False, seed: int = 0,
                    backend: str = "auto", check_finite: bool = False,
                    example_offset: int = 0, recompute: bool = False,
+                   checkpoint_every: int | None = None,
                    **inputs: Any) -> tuple[Any, dict[str, np.ndarray]]:
     """(outputs with the model's structure, {name: d output / d name}) in one run.
 
@@ -156,13 +158,16 @@ def value_and_grad(model: Any, params: Mapping[str, Any], *, wrt: Sequence[str] 
     by it; a data-parallel shard passes its start). `recompute`: BPTT stores only the carries
     of each step and recomputes the step's other values in the reverse scan (about 4x less
     activation memory for an LSTM, one more forward step of work per step); the gradients are
-    the same.
+    the same. `checkpoint_every=k`: BPTT stores the carries every k steps only and recomputes
+    the forward segment by segment in the backward pass (k=1 is recompute=True; larger k keeps
+    fewer checkpoints, plus one segment's residuals; the same gradients).
     """
     # compiled backends get the forward graph optimized before differentiation
     from .compiler import AUTO, default_backend
 
     compiled = backend != "interp" and not (backend == AUTO and default_backend() == "interp")
-    g = model_grad_graph(model, output, wrt, preoptimize=compiled, recompute=recompute)
+    g = model_grad_graph(model, output, wrt, preoptimize=compiled, recompute=recompute,
+                         checkpoint_every=checkpoint_every)
     names = _check_wrt(model, wrt)
     args = model.arguments(params, inputs, training, seed, example_offset)
     outs = run_graph(model, g, args, backend, check_finite)

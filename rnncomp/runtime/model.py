@@ -274,17 +274,21 @@ class Model:
         return self._compiled[key]
 
     # -- gradients (rnncomp.runtime.grad) --------------------------------------------------------------
-    def grad_graph(self, output: Any = 0, wrt: Any = None, recompute: bool = False) -> Graph:
+    def grad_graph(self, output: Any = 0, wrt: Any = None, recompute: bool = False,
+                   checkpoint_every: int | None = None) -> Graph:
         """The forward + backward graph of d outputs[output] / d wrt (cached); print it to see
-        the BPTT reverse scan. See rnncomp.runtime.grad.model_grad_graph."""
+        the BPTT reverse scan (with checkpoint_every=k: the reverse scan over segments). See
+        rnncomp.runtime.grad.model_grad_graph."""
         from .grad import model_grad_graph
 
-        return model_grad_graph(self, output, wrt, recompute=recompute)
+        return model_grad_graph(self, output, wrt, recompute=recompute,
+                                checkpoint_every=checkpoint_every)
 
     def value_and_grad(self, params: Mapping[str, Any], *args: Any, wrt: Any = None,
                        output: Any = 0, training: bool = False, seed: int = 0,
                        backend: str = "auto", check_finite: bool = False,
                        example_offset: int = 0, recompute: bool = False,
+                       checkpoint_every: int | None = None,
                        **inputs: Any) -> tuple[Any, dict]:
         """(outputs, {name: gradient}) of the scalar output `output`; see rnncomp.runtime.grad."""
         from .grad import value_and_grad
@@ -294,7 +298,8 @@ class Model:
 
         res = value_and_grad(self, params, wrt=wrt, output=output, training=training,
                              seed=seed, backend=backend, check_finite=check_finite,
-                             example_offset=example_offset, recompute=recompute, **inputs)
+                             example_offset=example_offset, recompute=recompute,
+                             checkpoint_every=checkpoint_every, **inputs)
         if check_finite and backend != "interp" and not _all_finite(
                 flatten(res)[0] + [params[k] for k in self.param_specs if k in params]
                 + [v for k, v in inputs.items() if k in self.input_names]):
@@ -303,7 +308,7 @@ class Model:
             return self.value_and_grad(params, wrt=wrt, output=output, training=training,
                                        seed=seed, backend="interp", check_finite=True,
                                        example_offset=example_offset, recompute=recompute,
-                                       **inputs)
+                                       checkpoint_every=checkpoint_every, **inputs)
         return res
 
     # -- batched inference ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 from . import checkpoint, optim
 from . import distributed as _dist
 from ..runtime.grad import output_index, tbptt_value_and_grad, time_chunk, value_and_grad
+from ..transforms.autodiff import check_checkpoint_every
 
 __all__ = ["Trainer", "TrainState", "History", "NonFiniteTrainingError", "step_seed"]
 
@@ -85,6 +86,9 @@ class Trainer:
     on_nonfinite: "raise" (stop at a NaN/Inf loss or gradient) or "skip" (skip that step).
     recompute: BPTT stores only each step's carries and recomputes the rest backwards (less
         memory, about one more forward pass of work; the same gradients).
+    checkpoint_every: BPTT stores the carries every k steps only and recomputes the forward
+        segment by segment backwards (k=1 is recompute=True; see docs/training.md). Applies to
+        `step` and `fit`; `tbptt_step` stores its chunks' residuals.
     """
 
     def __init__(self, model: Any, loss_output: int | str | Sequence = 0,
@@ -92,11 +96,10 @@ class Trainer:
                  clip_value: float | None = None, backend: str = "auto",
                  wrt: Sequence[str] | None = None, training: bool = True,
                  distributed: str | None = None, on_nonfinite: str = "raise",
-                 recompute: bool = False):
+                 recompute: bool = False, checkpoint_every: int | None = None):
         self.model = model
-        if not isinstance(recompute, bool):
-            raise TypeError(f"recompute: expected True or False, received {recompute!r}")
-        self.recompute = recompute
+        self.checkpoint_every = check_checkpoint_every(checkpoint_every, recompute)
+        self.recompute = self.checkpoint_every == 1
         self.loss_output = loss_output
         output_index(model, loss_output)  # fail early on a bad selector
         self.optimizer = optimizer if optimizer is not None else optim.Adam(1e-3)
@@ -204,7 +207,7 @@ class Trainer:
         params = self.model.check_params(params)
         outs, grads = value_and_grad(self.model, params, wrt=self.wrt, output=self.loss_output,
                                      training=self.training, seed=seed, backend=self.backend,
-                                     recompute=self.recompute, **batch_inputs)
+                                     checkpoint_every=self.checkpoint_every, **batch_inputs)
         loss = float(_select(self.model, outs, self.loss_output))
         params, opt_state, norm = self._apply(params, opt_state, grads, loss)
         return params, opt_state, loss, norm
@@ -379,7 +382,8 @@ class Trainer:
                                              output=self.loss_output, training=self.training,
                                              seed=seed, backend=self.backend,
                                              example_offset=sh.offset,
-                                             recompute=self.recompute, **sh.inputs)
+                                             checkpoint_every=self.checkpoint_every,
+                                             **sh.inputs)
                 loss, weight = float(_select(self.model, outs, self.loss_output)), sh.n
             else:
                 grads = {n: np.zeros_like(params[n]) for n in self.wrt}

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from ..ir import ops, provenance
 from ..ir.dtypes import DType
@@ -346,18 +349,42 @@ def vjp(outputs: Sequence[Node], seeds: Sequence[Node | None],
     return prim, [ct.get(id(w)) for w in wrt]
 
 
+def check_checkpoint_every(checkpoint_every: Any, recompute: Any = False) -> int | None:
+    """The BPTT checkpoint interval the options ask for: None (store every step's residuals)
+    or k >= 1 (store the carries every k steps, recompute the rest; recompute=True is k=1).
+    Bad values raise naming the argument, what it expects and what it received."""
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute: expected True or False, received {recompute!r}")
+    if checkpoint_every is None:
+        return 1 if recompute else None
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer)):
+        raise TypeError(f"checkpoint_every: expected a positive int (BPTT keeps the carries "
+                        f"every that many steps) or None, received {checkpoint_every!r}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every: expected a positive int (BPTT keeps the carries "
+                         f"every that many steps) or None, received {checkpoint_every!r}")
+    if recompute and checkpoint_every != 1:
+        raise ValueError(f"checkpoint_every: expected None or 1 with recompute=True (recompute="
+                         f"True means checkpoint_every=1), received {checkpoint_every!r}; pass "
+                         f"only checkpoint_every")
+    return int(checkpoint_every)
+
+
 def grad_graph(graph: Graph, loss_index: int = 0, wrt: Sequence[str] | None = None,
                extra_outputs: bool = True, preoptimize: bool = False,
-               recompute: bool = False) -> Graph:
+               recompute: bool = False, checkpoint_every: int | None = None) -> Graph:
     """A graph computing the forward outputs and d(outputs[loss_index])/d(wrt).
 
     The loss must be a float scalar. `wrt` names parameters and/or inputs (default: every
     parameter). Outputs: the forward outputs (if extra_outputs) then one gradient per wrt name
     (zeros if the loss does not depend on it). recompute=True: BPTT stores only each step's
-    carries and recomputes the rest in the reverse scan (see `vjp`).
+    carries and recomputes the rest in the reverse scan (see `vjp`). checkpoint_every=k > 1:
+    BPTT stores the carries every k steps only; the reverse loop runs over segments of k steps,
+    re-running a segment's forward (storing its residuals) before its reverse scan
+    (rnncomp.transforms.remat). checkpoint_every=1 is recompute=True.
     """
-    if not isinstance(recompute, bool):
-        raise TypeError(f"recompute: expected True or False, received {recompute!r}")
+    k = check_checkpoint_every(checkpoint_every, recompute)
+    recompute = k is not None
     if preoptimize:
         # Optimize the forward graph first (the input projection leaves the loop as one GEMM):
         # its VJP is then one GEMM for dW_x and one for dX outside the reverse loop, and the
@@ -386,7 +413,12 @@ def grad_graph(graph: Graph, loss_index: int = 0, wrt: Sequence[str] | None = No
     # the forward values keep their printed names; gradient values continue the count
     prov = ensure_family(graph).child()
     with provenance.recording(prov):
-        prim, grads = vjp(list(graph.outputs), seeds, targets, recompute)
+        fwd = list(graph.outputs)
+        if k is not None and k > 1:
+            from .remat import segment_scans
+
+            fwd = list(segment_scans(Graph(graph.inputs, fwd), k).outputs)
+        prim, grads = vjp(fwd, seeds, targets, recompute)
         grads = [g if g is not None else ops.zeros_like(t) for g, t in zip(grads, targets)]
     outs = (list(prim) if extra_outputs else []) + grads
     return provenance.attach(Graph(graph.inputs, outs), prov)
@@ -413,4 +445,4 @@ def vjp_graph(graph: Graph, wrt: Sequence[str] | None = None) -> Graph:
     return provenance.attach(Graph(list(graph.inputs) + ct_inputs, list(prim) + grads), prov)
 
 
-__all__ = ["vjp", "grad_graph", "vjp_graph", "AutodiffError", "DType"]
+__all__ = ["vjp", "grad_graph", "vjp_graph", "check_checkpoint_every", "AutodiffError", "DType"]

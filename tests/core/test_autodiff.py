@@ -213,6 +213,10 @@ OP_CASES: dict[Op, list[Callable]] = {
     Op.PAD: [lambda rng: ([_n(rng, 3, 2)], lambda x: ops.pad(x, 1, 1, 5))],
     Op.CONCAT: [lambda rng: ([_n(rng, 2, 1), _n(rng, 2, 3), _n(rng, 2, 2)],
                              lambda a, b, c: ops.concat([a, b, c], 1))],
+    Op.SEGMENT: [lambda rng: ([_n(rng, 5, 2)], lambda x: ops.segment(x, 2)),  # zero-padded
+                 lambda rng: ([_n(rng, 4, 3)], lambda x: ops.segment(x, 2))],
+    Op.UNSEGMENT: [lambda rng: ([_n(rng, 3, 2, 2)], lambda y: ops.unsegment(y, 5)),
+                   lambda rng: ([_n(rng, 2, 2, 3)], lambda y: ops.unsegment(y, 4))],
     Op.REDUCE_SUM: [lambda rng: ([_n(rng, 2, 3, 4)], lambda x: ops.reduce_sum(x, (0, 2))),
                     lambda rng: ([_n(rng, 2, 3, 4)],
                                  lambda x: ops.reduce_sum(x, (1,), keepdims=True))],

@@ -110,6 +110,15 @@ else:
         g = grad_graph(m.graph)
         _check(g, _args(g, rng))
 
+    @pytest.mark.parametrize("name", ["basic_lstm", "gru_after"])
+    def test_checkpoint_every_backward(name):
+        """BPTT with checkpoint_every=2 over T=3 (a partial last segment): the segment/unsegment
+        ops and the loops over segments with a loop nested in their bodies."""
+        rng = np.random.default_rng(5)
+        m = _model(CELLS[name])
+        g = grad_graph(m.graph, checkpoint_every=2)
+        _check(g, _args(g, rng))
+
     def test_dropout_masks_bit_identical():
         """float32 training-mode dropout: the keep/drop pattern must be identical (masks come
         from the same hash); values agree to float32 rounding."""
