@@ -328,3 +328,17 @@ def test_tile_batch_and_errors():
 
     with pytest.raises(NotImplementedError, match="coverage_penalty_weight"):
         rc.Model(g, {"H0": rc.Input((6, H))})
+
+
+def test_checkpoint_every_on_a_stopping_loop(rng):
+    """checkpoint_every=k on a loop with a run-time stop: the segments after the stop run no
+    step and each segment's reverse loop starts where its forward stopped, so the gradients
+    equal the stored ones (and the steps never run get none)."""
+    m = _stop_model()
+    X, w, R = rng.standard_normal((6, 4)), rng.standard_normal(4), rng.standard_normal(4)
+    inp = dict(X=X, n=np.int32(3), w=w, R=R)
+    _, stored = m.value_and_grad({}, wrt=["X", "w"], backend="interp", **inp)
+    _, seg = m.value_and_grad({}, wrt=["X", "w"], backend="interp", checkpoint_every=2, **inp)
+    for name in stored:
+        np.testing.assert_allclose(seg[name], stored[name], rtol=1e-13, atol=1e-15)
+    assert np.all(seg["X"][3:] == 0)
