@@ -11,7 +11,7 @@ globals (np.float32(...)): Python float literals would promote float32 math to f
 from __future__ import annotations
 
 from rnncomp.ir.dtypes import DType
-from rnncomp.ir import Graph, GroupOp, Node, Op, toposort
+from rnncomp.ir import Graph, GroupOp, Node, Op, rows, toposort
 from rnncomp.ir.ops import REGISTRY, scan_info
 
 from ..render import NP_DT, render_scalar, template
@@ -42,6 +42,10 @@ class Emitter:
         self.dims: dict[str, str] = {}
         self.slices: dict[int, tuple[str, int]] = {}  # id(slice node) -> (base expr, offset)
         self.functions: list[str] = []  # separately compiled loop functions (source lines)
+        # a scan with the `rows` hint (rnncomp.ir.rows): per-row body values by id -> the
+        # variable holding the step's number of active rows; masks true on active rows
+        self.row_of: dict[int, str] = {}
+        self.true_masks: set[int] = set()
 
     def fresh(self, prefix: str = "v") -> str:
         self.counter += 1
@@ -211,7 +215,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             offsets.append(off)
         order = [x for x in toposort(body.outputs) if x.op not in (Op.PLACEHOLDER, Op.CONST)]
         leaf_of = {id(p): (s, i) for p, s, i in zip(body.inputs, ins, n.inputs)}
-        _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets)
+        _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets,
+                   rows=em.row_of.get(id(n)))
         names[id(n)] = [o if not off and (id(n), k) not in blk.concat_into
                         else f"{o}[{', '.join([':'] * (body.outputs[k].ndim - 1))}, "
                              f"{off}:{off + body.outputs[k].shape[-1]}]"
@@ -220,7 +225,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             direct = blk.direct.get((id(n), k))
             if direct is not None and (id(n), k) in blk.concat_into:
                 # stored into a concat buffer and also a scan output: copy the row as well
-                blk.lines.extend(copy_loop(direct, names[id(n)][k], o.shape, em, blk.indent))
+                blk.lines.extend(copy_loop(direct, names[id(n)][k], o.shape, em, blk.indent,
+                                           rows=em.row_of.get(id(n))))
         return
     v = em.fresh()
     names[id(n)] = v
@@ -230,9 +236,10 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             return
         blk.alloc(f"{v} = np.empty({em.shape(n.shape)}, {NP_DT[n.dtype]})")
         leaf_of = {id(i): (s, i) for s, i in zip(ins, n.inputs)}
-        _emit_loop([n], leaf_of, [n], [v], em, blk)
+        _emit_loop([n], leaf_of, [n], [v], em, blk, rows=em.row_of.get(id(n)))
         return
     x = ins[0] if ins else None
+    rw = em.row_of.get(id(n))  # active rows of a hinted scan's step (None: all rows)
     sh = em.shape(n.shape) if n.shape is not None else None
     dt = NP_DT.get(n.dtype) if n.dtype is not None else None
     if op is Op.FULL:
@@ -243,7 +250,10 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         return
     if op is Op.MATMUL:
         a, b = n.inputs
-        if a.ndim == 2:
+        if a.ndim == 2 and rw is not None:
+            blk.alloc(f"{v} = np.empty({sh}, {dt})")
+            blk.emit(f"rt.mm({ins[0]}[:{rw}], {ins[1]}, {v}[:{rw}])")
+        elif a.ndim == 2:
             blk.alloc(f"{v} = np.empty({sh}, {dt})")
             blk.emit(f"rt.mm({ins[0]}, {ins[1]}, {v})")
         else:
@@ -256,7 +266,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         return
     if op is Op.TRANSPOSE:
         blk.alloc(f"{v} = np.empty({sh}, {dt})")
-        blk.lines.extend(copy_loop(v, x, n.shape, em, blk.indent, src_perm=n.attr("perm")))
+        blk.lines.extend(copy_loop(v, x, n.shape, em, blk.indent, src_perm=n.attr("perm"),
+                                   rows=rw))
         return
     if op is Op.RESHAPE:
         if _is_scalar(n.inputs[0]):
@@ -280,7 +291,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         d = n.inputs[0].shape[ax]
         idx = ", ".join([":"] * ax + [f"{s}:{s + d}"])
         blk.alloc(f"{v} = np.zeros({sh}, {dt})")
-        blk.lines.extend(copy_loop(v, x, n.inputs[0].shape, em, blk.indent, dst_off={ax: s}))
+        blk.lines.extend(copy_loop(v, x, n.inputs[0].shape, em, blk.indent, dst_off={ax: s},
+                                   rows=rw))
         return
     if op is Op.CONCAT and all((id(i.inputs[0]), i.attr("index")) in blk.concat_into
                                for i in n.inputs if i.op is Op.ITEM) and \
@@ -296,7 +308,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         for src, i in zip(ins, n.inputs):
             d = i.shape[ax]
             idx = ", ".join([":"] * ax + [f"{off}:{off + d}"])
-            blk.lines.extend(copy_loop(v, src, i.shape, em, blk.indent, dst_off={ax: off}))
+            blk.lines.extend(copy_loop(v, src, i.shape, em, blk.indent, dst_off={ax: off},
+                                       rows=rw))
             off += d
         return
     if op in (Op.REDUCE_SUM, Op.REDUCE_MAX):
@@ -337,6 +350,22 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
                  f"np.ascontiguousarray({ins[1]}).reshape({m}), np.zeros(({n.attr('rows')}, "
                  f"{r}), {dt})).reshape({sh})")
         return
+    if op is Op.ARGSORT:
+        blk.emit(f"{v} = rt.argsort_desc(np.ascontiguousarray({x}))")
+        return
+    if op is Op.PERMUTE:
+        ax = n.attr("axis")
+        pre = " * ".join(em.dim(d) for d in n.shape[:ax]) or "1"
+        post = " * ".join(em.dim(d) for d in n.shape[ax + 1:]) or "1"
+        blk.emit(f"{v} = rt.permute3(np.ascontiguousarray({x}).reshape(({pre}, "
+                 f"{em.dim(n.shape[ax])}, {post})), np.ascontiguousarray({ins[1]}), "
+                 f"{bool(n.attr('inverse', False))}).reshape({sh})")
+        return
+    if op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
+        f = "rt.ragged_matmul" if op is Op.RAGGED_MATMUL else "rt.ragged_tensordot"
+        blk.emit(f"{v} = {f}(np.ascontiguousarray({ins[0]}), np.ascontiguousarray({ins[1]}), "
+                 f"np.ascontiguousarray({ins[2]}))")
+        return
     if op is Op.ARGMAX:
         xn = n.inputs[0]
         ax = n.attr("axis")
@@ -350,16 +379,18 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
 
 
 def copy_loop(dst: str, src: str, shape, em: Emitter, indent: int, dst_off: dict | None = None,
-              src_perm: tuple | None = None, lead: str = "") -> list[str]:
+              src_perm: tuple | None = None, lead: str = "", rows: str | None = None) -> list[str]:
     """Explicit loops for dst[...] = src (optionally transposed / at an offset): slice
-    assignment and ndarray.transpose cost seconds of Numba compile time each; loops don't."""
+    assignment and ndarray.transpose cost seconds of Numba compile time each; loops don't.
+    rows: the bound of axis 0 (a hinted scan's active rows) instead of its size."""
     r = len(shape)
     if r == 0:
         return [" " * indent + (f"{dst}[{lead[:-2]}] = {src}" if lead else f"{dst} = {src}")]
     idx = [em.fresh("j") for _ in range(r)]
     lines = []
     for k in range(r):
-        lines.append(" " * (indent + 4 * k) + f"for {idx[k]} in range({em.dim(shape[k])}):")
+        bound = rows if k == 0 and rows is not None else em.dim(shape[k])
+        lines.append(" " * (indent + 4 * k) + f"for {idx[k]} in range({bound}):")
     d_idx = [f"{i} + {dst_off[k]}" if dst_off and dst_off.get(k) else i for k, i in enumerate(idx)]
     if src_perm is None:
         s_idx = idx
@@ -428,16 +459,18 @@ def _scalar_expr(n: Node, args: list[str], em: Emitter, flat_index: str) -> str:
 
 def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_nodes: list[Node],
                outs: list[str], em: Emitter, blk: Block, offsets: list[int] | None = None,
-               ) -> None:
+               rows: str | None = None) -> None:
     """One loop nest over the iteration shape computing every node of `order` as scalar code;
-    `leaf_of` maps the group's inputs to (expression, outer node) for broadcasting loads."""
+    `leaf_of` maps the group's inputs to (expression, outer node) for broadcasting loads.
+    rows: the bound of axis 0 (a hinted scan's active rows), where a validity mask is true."""
     shape = out_nodes[0].shape
     r = len(shape)
     idx = [f"i{k}" for k in range(r)]
     ind = blk.indent
     lines = []
     for k in range(r):
-        lines.append(" " * (ind + 4 * k) + f"for {idx[k]} in range({em.dim(shape[k])}):")
+        bound = rows if k == 0 and rows is not None else em.dim(shape[k])
+        lines.append(" " * (ind + 4 * k) + f"for {idx[k]} in range({bound}):")
     inner = ind + 4 * r
     flat = "0"
     if r:
@@ -452,6 +485,8 @@ def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_node
         if x.op is Op.CONST:
             return em.const(x.attr("value"), x.dtype)
         expr, outer = leaf_of[id(x)]
+        if rows is not None and id(outer) in em.true_masks:
+            return "True"  # select(t < len, new, old) on an active row: new
         if outer.shape == ():
             return expr
         xs = outer.shape
@@ -555,6 +590,20 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
         bnames[id(pn)] = f"{sid}_x{k}"
     for pn, w in zip(body.inputs[1 + info.n_carry + info.n_xs:], W):
         bnames[id(pn)] = w
+    # the `rows` hint (rnncomp.ir.rows): the batch is sorted by length, longest first, and a
+    # row past its length is a no-op: each step computes its active rows [:nb] only (carry rows
+    # past nb stay frozen, ys rows stay zero) and validity masks are true on them
+    cls = rows.check(n)
+    rw = None
+    saved_rows = (em.row_of, em.true_masks)
+    if cls is not None:
+        lengths = W[rows.rows_index(n)]
+        rw = f"{sid}_nb"
+        blk.emit(f"rt.check_sorted({lengths})")
+        lph = rows.lengths_placeholder(n)
+        em.row_of = {**em.row_of, **{i: rw for i, c in cls.items() if c == rows.R}}
+        em.true_masks = em.true_masks | {id(x) for x in body.nodes
+                                         if rows.is_valid_mask(x, t_ph, lph)}
     written: set[int] = set()
     for k, y in enumerate(body.outputs[info.n_carry:]):
         if y.op is Op.ITEM and y.inputs[0].op is Op.FUSED and \
@@ -569,6 +618,8 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
             written.add(k)
     loop.append(" " * (ind + 4) + (f"{sid}_t = np.int32({sid}_n - 1 - {sid}_it)" if info.reverse
                                    else f"{sid}_t = np.int32({sid}_it)"))
+    if rw is not None:
+        loop.append(" " * (ind + 4) + f"{rw} = rt.active_rows({lengths}, {sid}_t)")
     for k, x in enumerate(X):
         loop.append(" " * (ind + 4) + f"{sid}_x{k} = {x}[{sid}_t]")
     _emit_graph(body, em, bnames, inner)
@@ -576,7 +627,7 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
     for k, y in enumerate(outs[info.n_carry:]):
         if k not in written:
             loop.extend(copy_loop(ys[k], _ref(y, em, bnames), y.shape, em, ind + 4,
-                                  lead=f"{sid}_t, "))
+                                  lead=f"{sid}_t, ", rows=rw))
     for k, (o, pn) in enumerate(zip(outs[:info.n_carry], b_carry)):
         src = _ref(o, em, bnames)
         if o is pn:
@@ -584,7 +635,8 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
         if _is_scalar(pn):
             loop.append(" " * (ind + 4) + f"{carries[k]} = {src}")
         else:
-            loop.extend(copy_loop(carries[k], src, pn.shape, em, ind + 4))
+            loop.extend(copy_loop(carries[k], src, pn.shape, em, ind + 4, rows=rw))
+    em.row_of, em.true_masks = saved_rows
     blk.lines.extend(pre)
     blk.emit(f"for {sid}_it in range({sid}_n):")
     blk.lines.extend(loop)
