@@ -46,6 +46,8 @@ class Emitter:
         # variable holding the step's number of active rows; masks true on active rows
         self.row_of: dict[int, str] = {}
         self.true_masks: set[int] = set()
+        self.users: dict[int, list[Node]] = {}  # the top-level graph's users of each node
+        self.outputs: set[int] = set()
 
     def fresh(self, prefix: str = "v") -> str:
         self.counter += 1
@@ -118,6 +120,10 @@ def render(graph: Graph, fn_name: str = "kernel") -> str:
                 prologue.append(f"    d_{d} = {a}.shape[{j}]")
     body: list[str] = []
     blk = Block(body, 4, None, 4)
+    for n in graph.nodes:
+        for i in n.inputs:
+            em.users.setdefault(id(i), []).append(n)
+    em.outputs = {id(o) for o in graph.outputs}
     _emit_graph(graph, em, names, blk)
     outs = ", ".join(names[id(o)] if o.op is not Op.CONST else em.const(o.attr("value"), o.dtype)
                      for o in graph.outputs)
@@ -363,8 +369,12 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         return
     if op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
         f = "rt.ragged_matmul" if op is Op.RAGGED_MATMUL else "rt.ragged_tensordot"
+        # the input projection of hinted loops with these lengths: they read the valid rows
+        # only, the others need not be zeroed
+        zero = "" if op is Op.RAGGED_TENSORDOT else \
+            f", {not (id(n) not in em.outputs and _valid_rows_only(n, em))}"
         blk.emit(f"{v} = {f}(np.ascontiguousarray({ins[0]}), np.ascontiguousarray({ins[1]}), "
-                 f"np.ascontiguousarray({ins[2]}))")
+                 f"np.ascontiguousarray({ins[2]}){zero})")
         return
     if op is Op.ARGMAX:
         xn = n.inputs[0]
@@ -376,6 +386,47 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         blk.emit(f"{v} = {call}[0, 0]" if _is_scalar(n) else f"{v} = {call}.reshape({sh})")
         return
     raise NotImplementedError(f"CPU backend: no template for op {op.value}")
+
+
+def _valid_rows_only(x: Node, em: Emitter) -> bool:
+    """Every user of the [T, B, ...] value x is a hinted scan reading it as an x_t with the
+    lengths of x's ragged op: the loop reads rows (t, b) with t < lengths[b] only."""
+    us = em.users.get(id(x), [])
+    for u in us:
+        if u.op is not Op.SCAN or rows.check(u) is None or \
+                rows.lengths_input(u) is not x.inputs[-1]:
+            return False
+        ui = scan_info(u)
+        if any(v is x for v in u.inputs[:ui.n_carry]) or \
+                any(v is x for v in u.inputs[ui.n_carry + ui.n_xs:]):
+            return False
+    return bool(us)
+
+
+def _tail_unread(scan: Node, k: int, em: Emitter) -> bool:
+    """The stacked ys k of a top-level scan with a length input is read at steps t < its trip
+    count only: its users are loops with the same length input (BPTT residuals) or ragged ops
+    with the scan's own sorted lengths; its rows t >= n need no zero fill."""
+    info = scan_info(scan)
+    if not info.has_length:
+        return False
+    L = rows.lengths_input(scan)
+    its = [u for u in em.users.get(id(scan), [])
+           if u.op is Op.ITEM and u.attr("index") == info.n_carry + k]
+    for it in its:
+        if id(it) in em.outputs:
+            return False
+        for u in em.users.get(id(it), []):
+            if u.op is Op.SCAN:
+                ui = scan_info(u)
+                if not ui.has_length or u.inputs[-1] is not scan.inputs[-1] or \
+                        any(v is it for v in u.inputs[:ui.n_carry]) or \
+                        any(v is it for v in u.inputs[ui.n_carry + ui.n_xs:]):
+                    return False
+            elif u.op not in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT) or L is None or \
+                    u.inputs[-1] is not L:
+                return False
+    return bool(its)
 
 
 def copy_loop(dst: str, src: str, shape, em: Emitter, indent: int, dst_off: dict | None = None,
@@ -571,10 +622,15 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
             blk.emit(f"{cv} = np.copy({c})")
         carries.append(cv)
     ys = []
+    tail: list[int] = []  # ys whose rows t >= n nobody reads (no zero fill; see _tail_unread)
     for k, y in enumerate(body.outputs[info.n_carry:]):
         yv = f"{sid}_y{k}"
         dims = ", ".join([f"{sid}_T"] + [em.dim(d) for d in y.shape])
-        blk.emit(f"{yv} = np.zeros(({dims},), {NP_DT[y.dtype]})")
+        if blk.pre is None and y.shape and _tail_unread(n, k, em):
+            blk.emit(f"{yv} = np.empty(({dims},), {NP_DT[y.dtype]})")
+            tail.append(k)
+        else:
+            blk.emit(f"{yv} = np.zeros(({dims},), {NP_DT[y.dtype]})")
         ys.append(yv)
     # body: buffers before the loop, work inside it
     pre: list[str] = []
@@ -620,6 +676,14 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
                                    else f"{sid}_t = np.int32({sid}_it)"))
     if rw is not None:
         loop.append(" " * (ind + 4) + f"{rw} = rt.active_rows({lengths}, {sid}_t)")
+        for k in tail:  # the rows past their length of an unfilled ys: zero
+            y = body.outputs[info.n_carry + k]
+            idx = [em.fresh("j") for _ in y.shape]
+            for d, (j, dim) in enumerate(zip(idx, y.shape)):
+                lo = f"{rw}, " if d == 0 else ""
+                loop.append(" " * (ind + 4 + 4 * d) + f"for {j} in range({lo}{em.dim(dim)}):")
+            loop.append(" " * (ind + 4 + 4 * len(idx)) +
+                        f"{ys[k]}[{sid}_t, {', '.join(idx)}] = 0")
     for k, x in enumerate(X):
         loop.append(" " * (ind + 4) + f"{sid}_x{k} = {x}[{sid}_t]")
     _emit_graph(body, em, bnames, inner)

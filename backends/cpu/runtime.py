@@ -234,12 +234,13 @@ def _ragged_count(lengths, t0, T):
 
 
 @njit(**_JIT)
-def ragged_matmul(a3, w, lengths):
-    """out[t, b] = a3[t, b] @ w where t < lengths[b], zero elsewhere. The steps every row runs
-    are one GEMM; the rows of the other steps are packed into a second one."""
+def ragged_matmul(a3, w, lengths, zero):
+    """out[t, b] = a3[t, b] @ w where t < lengths[b], zero elsewhere (zero=False: left unset,
+    for a consumer that reads the valid rows only). The steps every row runs are one GEMM; the
+    rows of the other steps are packed into a second one."""
     T, B, K = a3.shape
     N = w.shape[1]
-    out = np.empty((T, B, N), a3.dtype)
+    out = np.zeros((T, B, N), a3.dtype) if zero else np.empty((T, B, N), a3.dtype)
     a2 = a3.reshape(T * B, K)
     o2 = out.reshape(T * B, N)
     tf = _full_steps(lengths, T)
@@ -262,8 +263,6 @@ def ragged_matmul(a3, w, lengths):
             if lengths[b] > t:
                 out[t, b, :] = po[k, :]
                 k += 1
-            else:
-                out[t, b, :] = 0
     return out
 
 
