@@ -178,8 +178,11 @@ def lengths_input(scan: Node) -> Node | None:
 
 
 def valid_mask(t: Node, lengths: Node, rank: int) -> Node:
-    """t < lengths, shaped [B, 1, ..., 1] (rank axes) to select rows of [B, ...] values."""
-    m = ops.lt(ops.cast(t, lengths.dtype), lengths)
+    """lengths > t, shaped [B, 1, ..., 1] (rank axes) to select rows of [B, ...] values.
+    (Written `lengths > t`, not dynamic_rnn's `t < lengths`: in a reverse loop the forward's
+    own mask arrives as a saved per-step value, and an equal expression would be replaced by
+    it; this one is recognised as a validity mask of the loop itself.)"""
+    m = ops.gt(lengths, ops.cast(t, lengths.dtype))
     return ops.reshape(m, (lengths.shape[0],) + (1,) * (rank - 1))
 
 
@@ -194,13 +197,29 @@ def is_valid_mask(n: Node, t: Node, lengths: Node) -> bool:
     while n.op is Op.RESHAPE and n.shape and n.inputs[0].shape and \
             n.shape[0] == n.inputs[0].shape[0] and all(d == 1 for d in n.shape[1:]):
         n = n.inputs[0]
-    if n.op is not Op.LT or n.inputs[1] is not lengths:
+    if n.op is Op.LT and n.inputs[1] is lengths:
+        a = n.inputs[0]
+    elif n.op is Op.GT and n.inputs[0] is lengths:
+        a = n.inputs[1]
+    else:
         return False
-    a = n.inputs[0]
     if a.op is Op.CAST:
         a = a.inputs[0]
     return a is t
 
 
+def zero_past_length(scan: Node, k: int) -> bool:
+    """The stacked ys k of a hinted scan is zero at the rows past their length: its body
+    output is select(valid, y, 0) (dynamic_rnn's outputs, the reverse loop's results; not the
+    residuals BPTT saves)."""
+    lph = lengths_placeholder(scan)
+    if lph is None:
+        return False
+    body: Graph = scan.attr("body")
+    y = body.outputs[ops.scan_info(scan).n_carry + k]
+    return y.op is Op.WHERE and is_valid_mask(y.inputs[0], body.inputs[0], lph) and \
+        y.inputs[2].op is Op.CONST and not y.inputs[2].attr("value")
+
+
 __all__ = ["rows_index", "classify", "check", "lengths_placeholder", "lengths_input",
-           "valid_mask", "mask_rows", "is_valid_mask", "R", "S0", "S1"]
+           "valid_mask", "mask_rows", "is_valid_mask", "zero_past_length", "R", "S0", "S1"]

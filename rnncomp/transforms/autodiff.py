@@ -119,18 +119,8 @@ def _augment(scan: Node, new_inputs: Sequence[Node],
         reach = {id(n) for n in toposort(bwd_roots)}
         residuals = [c for c in body.inputs[1:1 + info.n_carry] if id(c) in reach]
     res_ph = [ops.placeholder(r.shape, r.dtype, role="res") for r in residuals]
-    saved = residuals
-    attrs = {**dict(scan.attrs)}
-    lph = rows.lengths_placeholder(scan)
-    if lph is not None:
-        # a scan with the `rows` hint keeps its promise (y rows past a length are zero) for
-        # the residuals it saves too: the rows the backend skips are zero in every backend
-        if all(r.ndim >= 1 and r.shape[0] == lph.shape[0] for r in residuals):
-            saved = [rows.mask_rows(body.inputs[0], lph, r) for r in residuals]
-        else:
-            attrs["rows"] = None
-    aug_body = Graph(body.inputs, list(prim_outs) + saved)
-    attrs["body"] = aug_body
+    aug_body = Graph(body.inputs, list(prim_outs) + residuals)
+    attrs = {**dict(scan.attrs), "body": aug_body}
     if recompute:  # keep the forward's per-step work in its loop too: no [T, B, 4H] buffers
         attrs["remat"] = True
     fwd = ops.make(Op.SCAN, *new_inputs, **attrs)

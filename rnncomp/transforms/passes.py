@@ -778,14 +778,35 @@ def ragged(g: Graph) -> Graph:
     hint where the optimized body is not row-separable, and run the GEMMs around the loop over
     the valid (t, b) rows only (rows past a length are zero): the hoisted input projection
     feeding the loop, `ys @ W` (dX) and the weight-gradient tensordots over [T, B]."""
-    # 1. keep the hint only where it holds
+    # 1. keep the hint only where it holds; a loop whose stacked results are read per step by
+    # an unhinted loop (BPTT residuals) loses it too: that loop reads every row
+    def unhint(s: Node) -> Node:
+        return ops.make(Op.SCAN, *s.inputs, **{**dict(s.attrs), "rows": None})
+
     def drop(s: Node, items: list[Node]):
         if rows.rows_index(s) is None or rows.check(s) is not None:
             return None
-        new = ops.make(Op.SCAN, *s.inputs, **{**dict(s.attrs), "rows": None})
+        new = unhint(s)
         return {id(it): ops.item(new, it.attr("index")) for it in items}
 
     g = _scan_pass(g, drop)
+    for _ in range(100):
+        nodes = g.nodes
+        feeds: dict[int, Node] = {}
+        for n in nodes:
+            if n.op is Op.SCAN and rows.rows_index(n) is None:
+                info = scan_info(n)
+                for x in n.inputs[info.n_carry:info.n_carry + info.n_xs]:
+                    if x.op is Op.ITEM and x.inputs[0].op is Op.SCAN and \
+                            rows.rows_index(x.inputs[0]) is not None:
+                        feeds[id(x.inputs[0])] = x.inputs[0]
+        if not feeds:
+            break
+        repl: dict[int, Node] = {}
+        for n in nodes:
+            if n.op is Op.ITEM and id(n.inputs[0]) in feeds:
+                repl[id(n)] = ops.item(unhint(n.inputs[0]), n.attr("index"))
+        g = Graph(g.inputs, substitute(g.outputs, repl, ops.remake))
     nodes = g.nodes
     users: dict[int, list[Node]] = {}
     for n in nodes:
@@ -819,8 +840,9 @@ def ragged(g: Graph) -> Graph:
     zero_rows: dict[int, Node] = {}
     for n in nodes:
         if n.op is Op.ITEM and n.inputs[0].op is Op.SCAN and \
-                rows.rows_index(n.inputs[0]) is not None and \
-                n.attr("index") >= scan_info(n.inputs[0]).n_carry and n.ndim == 3:
+                rows.rows_index(n.inputs[0]) is not None and n.ndim == 3 and \
+                n.attr("index") >= scan_info(n.inputs[0]).n_carry and rows.zero_past_length(
+                    n.inputs[0], n.attr("index") - scan_info(n.inputs[0]).n_carry):
             zero_rows[id(n)] = rows.lengths_input(n.inputs[0])
     for n in nodes:
         if n.op is Op.MATMUL and id(n.inputs[0]) in zero_rows and n.inputs[1].ndim == 2:
