@@ -363,9 +363,14 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         ax = n.attr("axis")
         pre = " * ".join(em.dim(d) for d in n.shape[:ax]) or "1"
         post = " * ".join(em.dim(d) for d in n.shape[ax + 1:]) or "1"
-        blk.emit(f"{v} = rt.permute3(np.ascontiguousarray({x}).reshape(({pre}, "
-                 f"{em.dim(n.shape[ax])}, {post})), np.ascontiguousarray({ins[1]}), "
-                 f"{bool(n.attr('inverse', False))}).reshape({sh})")
+        x3 = (f"np.ascontiguousarray({x}).reshape(({pre}, {em.dim(n.shape[ax])}, {post})), "
+              f"np.ascontiguousarray({ins[1]})")
+        L0 = _steps_read(n, em) if blk.pre is None else None
+        if L0 is not None:  # x [T, B, ...] sorted by length: the steps anyone reads only
+            blk.emit(f"{v} = rt.permute3_head({x3}, np.ascontiguousarray({_ref(L0, em, names)}))"
+                     f".reshape({sh})")
+        else:
+            blk.emit(f"{v} = rt.permute3({x3}, {bool(n.attr('inverse', False))}).reshape({sh})")
         return
     if op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
         f = "rt.ragged_matmul" if op is Op.RAGGED_MATMUL else "rt.ragged_tensordot"
@@ -386,6 +391,37 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         blk.emit(f"{v} = {call}[0, 0]" if _is_scalar(n) else f"{v} = {call}.reshape({sh})")
         return
     raise NotImplementedError(f"CPU backend: no template for op {op.value}")
+
+
+def _steps_read(x: Node, em: Emitter) -> Node | None:
+    """For x = permute(v [T, B, ...], argsort(L), axis=1) (a batch sorted by length): L, when
+    every user of x reads its steps t < max(L) only (ragged GEMMs with the sorted L, loops whose
+    trip count is max(L)); else None."""
+    perm = x.inputs[1]
+    if x.attr("axis") != 1 or x.attr("inverse", False) or perm.op is not Op.ARGSORT or \
+            id(x) in em.outputs:
+        return None
+    L0 = perm.inputs[0]
+    us = em.users.get(id(x), [])
+    for u in us:
+        if u.op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
+            L = u.inputs[-1]
+            if not (L.op is Op.PERMUTE and L.inputs[0] is L0 and L.inputs[1] is perm and
+                    not L.attr("inverse", False)):
+                return None
+        elif u.op is Op.SCAN:
+            ui = scan_info(u)
+            if not ui.has_length or any(v is x for v in u.inputs[:ui.n_carry]) or \
+                    any(v is x for v in u.inputs[ui.n_carry + ui.n_xs:]):
+                return None
+            n = u.inputs[-1]
+            while n.op in (Op.CAST, Op.MINIMUM):
+                n = n.inputs[0]
+            if not (n.op is Op.REDUCE_MAX and n.inputs[0] is L0):
+                return None
+        else:
+            return None
+    return L0 if us else None
 
 
 def _valid_rows_only(x: Node, em: Emitter) -> bool:

@@ -194,6 +194,31 @@ def permute3(x3, perm, inverse):
 
 
 @njit(**_JIT)
+def permute3_head(x3, perm, lengths):
+    """permute3(x3, perm, False) for the rows i < max(lengths) of axis 0 only (the steps of a
+    variable-length batch that anyone reads); the other rows are left unset."""
+    n = x3.shape[1]
+    m = 0
+    for b in range(lengths.shape[0]):
+        m = max(m, lengths[b])
+    m = min(m, x3.shape[0])
+    ident = True
+    for j in range(n):
+        p = perm[j]
+        if p < 0 or p >= n:
+            raise IndexError("rnncomp take", p, n)
+        if p != j:
+            ident = False
+    if ident:
+        return x3
+    out = np.empty_like(x3)
+    for i in range(m):
+        for j in range(n):
+            out[i, j, :] = x3[i, perm[j], :]
+    return out
+
+
+@njit(**_JIT)
 def active_rows(lengths, t):
     """#{b : lengths[b] > t} for lengths sorted in descending order (binary search)."""
     lo = 0

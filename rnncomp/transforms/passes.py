@@ -854,6 +854,13 @@ def ragged(g: Graph) -> Graph:
             L = zero_rows.get(id(n.inputs[0]), zero_rows.get(id(n.inputs[1])))
             if L is not None and L.shape[0] == n.inputs[0].shape[1]:
                 mapping[id(n)] = ops.ragged_tensordot(n.inputs[0], n.inputs[1], L)
+        elif n.op is Op.REDUCE_SUM and n.attr("axes") == (0, 1) and \
+                not n.attr("keepdims", False) and id(n.inputs[0]) in zero_rows:
+            # a bias gradient: sum over the valid rows = ones [T, B, 1] (x) ys over them
+            y = n.inputs[0]
+            ones = ops.full(tuple(y.shape[:2]) + (1,), 1.0, y.dtype)
+            mapping[id(n)] = ops.reshape(ops.ragged_tensordot(ones, y, zero_rows[id(y)]),
+                                         n.shape)
     if not mapping:
         return g
     for n in nodes:
