@@ -179,7 +179,10 @@ def _gather_case(rng, dt):
 
 def _argsort_case(rng, dt):
     # ties keep their order (stable), longest first
-    return ([Inp(np.array([3, 5, 3], np.int32), ("M",))], lambda L: ops.argsort(L))
+    # lengths from a float input (ties: equal values keep their order); the order enters the
+    # loss as a float
+    return ([Inp(np.array([3.0, 5.0, 3.0], dt), ("M",))],
+            lambda x: ops.cast(ops.argsort(ops.cast(x, "i32")), x.dtype))
 
 
 def _permute_case(rng, dt):
