@@ -366,7 +366,11 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         x3 = (f"np.ascontiguousarray({x}).reshape(({pre}, {em.dim(n.shape[ax])}, {post})), "
               f"np.ascontiguousarray({ins[1]})")
         L0 = _steps_read(n, em) if blk.pre is None else None
-        if L0 is not None:  # x [T, B, ...] sorted by length: the steps anyone reads only
+        Lz = _zero_steps(n) if blk.pre is None else None
+        if Lz is not None:  # results zero past max(L): copy the steps below it only
+            blk.emit(f"{v} = rt.unpermute3_head({x3}, np.ascontiguousarray("
+                     f"{_ref(Lz, em, names)})).reshape({sh})")
+        elif L0 is not None:  # x [T, B, ...] sorted by length: the steps anyone reads only
             blk.emit(f"{v} = rt.permute3_head({x3}, np.ascontiguousarray({_ref(L0, em, names)}))"
                      f".reshape({sh})")
         else:
@@ -424,6 +428,31 @@ def _steps_read(x: Node, em: Emitter) -> Node | None:
     return L0 if us else None
 
 
+def _zero_steps(x: Node) -> Node | None:
+    """For x = inverse permute(v [T, B, ...], argsort(L), axis=1) of a value zero past each
+    sorted length (a hinted loop's masked results, a ragged GEMM over the sorted lengths): L
+    (v is zero at the steps t >= max(L))."""
+    perm = x.inputs[1]
+    if x.attr("axis") != 1 or not x.attr("inverse", False) or perm.op is not Op.ARGSORT or \
+            x.ndim != 3:
+        return None
+    L0, v = perm.inputs[0], x.inputs[0]
+    if v.op is Op.ITEM and v.inputs[0].op is Op.SCAN:
+        s = v.inputs[0]
+        L = rows.lengths_input(s)
+        k = v.attr("index") - scan_info(s).n_carry
+        ok = L is not None and k >= 0 and rows.zero_past_length(s, k)
+    elif v.op is Op.RAGGED_MATMUL:
+        L = v.inputs[-1]
+        ok = True
+    else:
+        return None
+    if ok and L.op is Op.PERMUTE and L.inputs[0] is L0 and L.inputs[1] is perm and \
+            not L.attr("inverse", False):
+        return L0
+    return None
+
+
 def _valid_rows_only(x: Node, em: Emitter) -> bool:
     """Every user of the [T, B, ...] value x is a hinted scan reading it as an x_t with the
     lengths of x's ragged op: the loop reads rows (t, b) with t < lengths[b] only."""
@@ -459,6 +488,8 @@ def _tail_unread(scan: Node, k: int, em: Emitter) -> bool:
                         any(v is it for v in u.inputs[:ui.n_carry]) or \
                         any(v is it for v in u.inputs[ui.n_carry + ui.n_xs:]):
                     return False
+            elif u.op is Op.PERMUTE and u.inputs[0] is it and _zero_steps(u) is not None:
+                continue  # copies the steps below max(L) only
             elif u.op not in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT) or L is None or \
                     u.inputs[-1] is not L:
                 return False

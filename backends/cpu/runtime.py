@@ -219,6 +219,26 @@ def permute3_head(x3, perm, lengths):
 
 
 @njit(**_JIT)
+def unpermute3_head(x3, perm, lengths):
+    """permute3(x3, perm, True) for x3 [T, B, ...] zero at the steps t >= max(lengths) (a
+    variable-length batch's results): those steps are zero-filled, not read."""
+    n = x3.shape[1]
+    m = 0
+    for b in range(lengths.shape[0]):
+        m = max(m, lengths[b])
+    m = max(min(m, x3.shape[0]), 0)
+    out = np.empty_like(x3)
+    for i in range(m):
+        for j in range(n):
+            p = perm[j]
+            if p < 0 or p >= n:
+                raise IndexError("rnncomp take", p, n)
+            out[i, p, :] = x3[i, j, :]
+    out[m:] = 0
+    return out
+
+
+@njit(**_JIT)
 def active_rows(lengths, t):
     """#{b : lengths[b] > t} for lengths sorted in descending order (binary search)."""
     lo = 0
