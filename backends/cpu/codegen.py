@@ -380,8 +380,17 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         f = "rt.ragged_matmul" if op is Op.RAGGED_MATMUL else "rt.ragged_tensordot"
         # the input projection of hinted loops with these lengths: they read the valid rows
         # only, the others need not be zeroed
-        zero = "" if op is Op.RAGGED_TENSORDOT else \
-            f", {not (id(n) not in em.outputs and _valid_rows_only(n, em))}"
+        zero = ""
+        if op is Op.RAGGED_MATMUL:
+            us = em.users.get(id(n), [])
+            inner = id(n) not in em.outputs and bool(us)
+            if inner and _valid_rows_only(n, em):
+                zero = ", 0"
+            elif inner and all(u.op is Op.PERMUTE and u.inputs[0] is n and
+                               _zero_steps(u) is not None for u in us):
+                zero = ", 2"  # read below max(L) only (dX permuted back)
+            else:
+                zero = ", 1"
         blk.emit(f"{v} = {f}(np.ascontiguousarray({ins[0]}), np.ascontiguousarray({ins[1]}), "
                  f"np.ascontiguousarray({ins[2]}){zero})")
         return

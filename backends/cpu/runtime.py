@@ -280,18 +280,22 @@ def _ragged_count(lengths, t0, T):
 
 @njit(**_JIT)
 def ragged_matmul(a3, w, lengths, zero):
-    """out[t, b] = a3[t, b] @ w where t < lengths[b], zero elsewhere (zero=False: left unset,
-    for a consumer that reads the valid rows only). The steps every row runs are one GEMM; the
+    """out[t, b] = a3[t, b] @ w where t < lengths[b], zero elsewhere. zero=0: the other rows
+    are left unset (a consumer that reads the valid rows only), 2: zeroed below max(lengths)
+    only (a consumer that reads those steps only). The steps every row runs are one GEMM; the
     rows of the other steps are packed into a second one."""
     T, B, K = a3.shape
     N = w.shape[1]
-    out = np.zeros((T, B, N), a3.dtype) if zero else np.empty((T, B, N), a3.dtype)
+    out = np.zeros((T, B, N), a3.dtype) if zero == 1 else np.empty((T, B, N), a3.dtype)
     a2 = a3.reshape(T * B, K)
     o2 = out.reshape(T * B, N)
     tf = _full_steps(lengths, T)
     if tf > 0:
         mm(a2[:tf * B], w, o2[:tf * B])
     r = _ragged_count(lengths, tf, T)
+    m = 0
+    for b in range(B):
+        m = max(m, lengths[b])
     pa = np.empty((r, K), a3.dtype)
     k = 0
     for t in range(tf, T):
@@ -308,6 +312,8 @@ def ragged_matmul(a3, w, lengths, zero):
             if lengths[b] > t:
                 out[t, b, :] = po[k, :]
                 k += 1
+            elif zero == 2 and t < m:
+                out[t, b, :] = 0
     return out
 
 

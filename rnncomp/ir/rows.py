@@ -217,8 +217,14 @@ def zero_past_length(scan: Node, k: int) -> bool:
         return False
     body: Graph = scan.attr("body")
     y = body.outputs[ops.scan_info(scan).n_carry + k]
-    return y.op is Op.WHERE and is_valid_mask(y.inputs[0], body.inputs[0], lph) and \
-        y.inputs[2].op is Op.CONST and not y.inputs[2].attr("value")
+    outer: dict[int, Node] = {}
+    if y.op is Op.ITEM and y.inputs[0].op is Op.FUSED:  # after elementwise fusion
+        f = y.inputs[0]
+        outer = {id(p): i for p, i in zip(f.attr("body").inputs, f.inputs)}
+        y = f.attr("body").outputs[y.attr("index")]
+    if y.op is not Op.WHERE or y.inputs[2].op is not Op.CONST or y.inputs[2].attr("value"):
+        return False
+    return is_valid_mask(outer.get(id(y.inputs[0]), y.inputs[0]), body.inputs[0], lph)
 
 
 __all__ = ["rows_index", "classify", "check", "lengths_placeholder", "lengths_input",
