@@ -11,7 +11,7 @@ globals (np.float32(...)): Python float literals would promote float32 math to f
 from __future__ import annotations
 
 from rnncomp.ir.dtypes import DType
-from rnncomp.ir import Graph, GroupOp, Node, Op, toposort
+from rnncomp.ir import Graph, GroupOp, Node, Op, rows, toposort
 from rnncomp.ir.graph import derived_dim
 from rnncomp.ir.ops import REGISTRY, scan_info
 
@@ -43,6 +43,12 @@ class Emitter:
         self.dims: dict[str, str] = {}
         self.slices: dict[int, tuple[str, int]] = {}  # id(slice node) -> (base expr, offset)
         self.functions: list[str] = []  # separately compiled loop functions (source lines)
+        # a scan with the `rows` hint (rnncomp.ir.rows): per-row body values by id -> the
+        # variable holding the step's number of active rows; masks true on active rows
+        self.row_of: dict[int, str] = {}
+        self.true_masks: set[int] = set()
+        self.users: dict[int, list[Node]] = {}  # the top-level graph's users of each node
+        self.outputs: set[int] = set()
 
     def fresh(self, prefix: str = "v") -> str:
         self.counter += 1
@@ -118,6 +124,10 @@ def render(graph: Graph, fn_name: str = "kernel") -> str:
                 prologue.append(f"    d_{d} = {a}.shape[{j}]")
     body: list[str] = []
     blk = Block(body, 4, None, 4)
+    for n in graph.nodes:
+        for i in n.inputs:
+            em.users.setdefault(id(i), []).append(n)
+    em.outputs = {id(o) for o in graph.outputs}
     _emit_graph(graph, em, names, blk)
     outs = ", ".join(names[id(o)] if o.op is not Op.CONST else em.const(o.attr("value"), o.dtype)
                      for o in graph.outputs)
@@ -215,7 +225,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             offsets.append(off)
         order = [x for x in toposort(body.outputs) if x.op not in (Op.PLACEHOLDER, Op.CONST)]
         leaf_of = {id(p): (s, i) for p, s, i in zip(body.inputs, ins, n.inputs)}
-        _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets)
+        _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets,
+                   rows=em.row_of.get(id(n)))
         names[id(n)] = [o if not off and (id(n), k) not in blk.concat_into
                         else f"{o}[{', '.join([':'] * (body.outputs[k].ndim - 1))}, "
                              f"{off}:{off + body.outputs[k].shape[-1]}]"
@@ -224,7 +235,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             direct = blk.direct.get((id(n), k))
             if direct is not None and (id(n), k) in blk.concat_into:
                 # stored into a concat buffer and also a scan output: copy the row as well
-                blk.lines.extend(copy_loop(direct, names[id(n)][k], o.shape, em, blk.indent))
+                blk.lines.extend(copy_loop(direct, names[id(n)][k], o.shape, em, blk.indent,
+                                           rows=em.row_of.get(id(n))))
         return
     v = em.fresh()
     names[id(n)] = v
@@ -234,9 +246,10 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             return
         blk.alloc(f"{v} = np.empty({em.shape(n.shape)}, {NP_DT[n.dtype]})")
         leaf_of = {id(i): (s, i) for s, i in zip(ins, n.inputs)}
-        _emit_loop([n], leaf_of, [n], [v], em, blk)
+        _emit_loop([n], leaf_of, [n], [v], em, blk, rows=em.row_of.get(id(n)))
         return
     x = ins[0] if ins else None
+    rw = em.row_of.get(id(n))  # active rows of a hinted scan's step (None: all rows)
     sh = em.shape(n.shape) if n.shape is not None else None
     dt = NP_DT.get(n.dtype) if n.dtype is not None else None
     if op is Op.FULL:
@@ -247,7 +260,10 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         return
     if op is Op.MATMUL:
         a, b = n.inputs
-        if a.ndim == 2:
+        if a.ndim == 2 and rw is not None:
+            blk.alloc(f"{v} = np.empty({sh}, {dt})")
+            blk.emit(f"rt.mm({ins[0]}[:{rw}], {ins[1]}, {v}[:{rw}])")
+        elif a.ndim == 2:
             blk.alloc(f"{v} = np.empty({sh}, {dt})")
             blk.emit(f"rt.mm({ins[0]}, {ins[1]}, {v})")
         else:
@@ -260,7 +276,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         return
     if op is Op.TRANSPOSE:
         blk.alloc(f"{v} = np.empty({sh}, {dt})")
-        blk.lines.extend(copy_loop(v, x, n.shape, em, blk.indent, src_perm=n.attr("perm")))
+        blk.lines.extend(copy_loop(v, x, n.shape, em, blk.indent, src_perm=n.attr("perm"),
+                                   rows=rw))
         return
     if op is Op.RESHAPE:
         if _is_scalar(n.inputs[0]):
@@ -284,7 +301,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         d = n.inputs[0].shape[ax]
         idx = ", ".join([":"] * ax + [f"{s}:{s + d}"])
         blk.alloc(f"{v} = np.zeros({sh}, {dt})")
-        blk.lines.extend(copy_loop(v, x, n.inputs[0].shape, em, blk.indent, dst_off={ax: s}))
+        blk.lines.extend(copy_loop(v, x, n.inputs[0].shape, em, blk.indent, dst_off={ax: s},
+                                   rows=rw))
         return
     if op is Op.SEGMENT:  # a view when k divides T, else one zero-padded copy
         xn = n.inputs[0]
@@ -312,7 +330,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         for src, i in zip(ins, n.inputs):
             d = i.shape[ax]
             idx = ", ".join([":"] * ax + [f"{off}:{off + d}"])
-            blk.lines.extend(copy_loop(v, src, i.shape, em, blk.indent, dst_off={ax: off}))
+            blk.lines.extend(copy_loop(v, src, i.shape, em, blk.indent, dst_off={ax: off},
+                                       rows=rw))
             off += d
         return
     if op in (Op.REDUCE_SUM, Op.REDUCE_MAX):
@@ -353,6 +372,44 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
                  f"np.ascontiguousarray({ins[1]}).reshape({m}), np.zeros(({n.attr('rows')}, "
                  f"{r}), {dt})).reshape({sh})")
         return
+    if op is Op.ARGSORT:
+        blk.emit(f"{v} = rt.argsort_desc(np.ascontiguousarray({x}))")
+        return
+    if op is Op.PERMUTE:
+        ax = n.attr("axis")
+        pre = " * ".join(em.dim(d) for d in n.shape[:ax]) or "1"
+        post = " * ".join(em.dim(d) for d in n.shape[ax + 1:]) or "1"
+        x3 = (f"np.ascontiguousarray({x}).reshape(({pre}, {em.dim(n.shape[ax])}, {post})), "
+              f"np.ascontiguousarray({ins[1]})")
+        L0 = _steps_read(n, em) if blk.pre is None else None
+        Lz = _zero_steps(n) if blk.pre is None else None
+        if Lz is not None:  # results zero past max(L): copy the steps below it only
+            blk.emit(f"{v} = rt.unpermute3_head({x3}, np.ascontiguousarray("
+                     f"{_ref(Lz, em, names)})).reshape({sh})")
+        elif L0 is not None:  # x [T, B, ...] sorted by length: the steps anyone reads only
+            blk.emit(f"{v} = rt.permute3_head({x3}, np.ascontiguousarray({_ref(L0, em, names)}))"
+                     f".reshape({sh})")
+        else:
+            blk.emit(f"{v} = rt.permute3({x3}, {bool(n.attr('inverse', False))}).reshape({sh})")
+        return
+    if op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
+        f = "rt.ragged_matmul" if op is Op.RAGGED_MATMUL else "rt.ragged_tensordot"
+        # the input projection of hinted loops with these lengths: they read the valid rows
+        # only, the others need not be zeroed
+        zero = ""
+        if op is Op.RAGGED_MATMUL:
+            us = em.users.get(id(n), [])
+            inner = id(n) not in em.outputs and bool(us)
+            if inner and _valid_rows_only(n, em):
+                zero = ", 0"
+            elif inner and all(u.op is Op.PERMUTE and u.inputs[0] is n and
+                               _zero_steps(u) is not None for u in us):
+                zero = ", 2"  # read below max(L) only (dX permuted back)
+            else:
+                zero = ", 1"
+        blk.emit(f"{v} = {f}(np.ascontiguousarray({ins[0]}), np.ascontiguousarray({ins[1]}), "
+                 f"np.ascontiguousarray({ins[2]}){zero})")
+        return
     if op is Op.ARGMAX:
         xn = n.inputs[0]
         ax = n.attr("axis")
@@ -365,17 +422,118 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
     raise NotImplementedError(f"CPU backend: no template for op {op.value}")
 
 
+def _steps_read(x: Node, em: Emitter) -> Node | None:
+    """For x = permute(v [T, B, ...], argsort(L), axis=1) (a batch sorted by length): L, when
+    every user of x reads its steps t < max(L) only (ragged GEMMs with the sorted L, loops whose
+    trip count is max(L)); else None."""
+    perm = x.inputs[1]
+    if x.attr("axis") != 1 or x.attr("inverse", False) or perm.op is not Op.ARGSORT or \
+            id(x) in em.outputs:
+        return None
+    L0 = perm.inputs[0]
+    us = em.users.get(id(x), [])
+    for u in us:
+        if u.op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
+            L = u.inputs[-1]
+            if not (L.op is Op.PERMUTE and L.inputs[0] is L0 and L.inputs[1] is perm and
+                    not L.attr("inverse", False)):
+                return None
+        elif u.op is Op.SCAN:
+            ui = scan_info(u)
+            if not ui.has_length or any(v is x for v in u.inputs[:ui.n_carry]) or \
+                    any(v is x for v in u.inputs[ui.n_carry + ui.n_xs:]):
+                return None
+            n = u.inputs[-1]
+            while n.op in (Op.CAST, Op.MINIMUM):
+                n = n.inputs[0]
+            if not (n.op is Op.REDUCE_MAX and n.inputs[0] is L0):
+                return None
+        else:
+            return None
+    return L0 if us else None
+
+
+def _zero_steps(x: Node) -> Node | None:
+    """For x = inverse permute(v [T, B, ...], argsort(L), axis=1) of a value zero past each
+    sorted length (a hinted loop's masked results, a ragged GEMM over the sorted lengths): L
+    (v is zero at the steps t >= max(L))."""
+    perm = x.inputs[1]
+    if x.attr("axis") != 1 or not x.attr("inverse", False) or perm.op is not Op.ARGSORT or \
+            x.ndim != 3:
+        return None
+    L0, v = perm.inputs[0], x.inputs[0]
+    if v.op is Op.ITEM and v.inputs[0].op is Op.SCAN:
+        s = v.inputs[0]
+        L = rows.lengths_input(s)
+        k = v.attr("index") - scan_info(s).n_carry
+        ok = L is not None and k >= 0 and rows.zero_past_length(s, k)
+    elif v.op is Op.RAGGED_MATMUL:
+        L = v.inputs[-1]
+        ok = True
+    else:
+        return None
+    if ok and L.op is Op.PERMUTE and L.inputs[0] is L0 and L.inputs[1] is perm and \
+            not L.attr("inverse", False):
+        return L0
+    return None
+
+
+def _valid_rows_only(x: Node, em: Emitter) -> bool:
+    """Every user of the [T, B, ...] value x is a hinted scan reading it as an x_t with the
+    lengths of x's ragged op: the loop reads rows (t, b) with t < lengths[b] only."""
+    us = em.users.get(id(x), [])
+    for u in us:
+        if u.op is not Op.SCAN or rows.check(u) is None or \
+                rows.lengths_input(u) is not x.inputs[-1]:
+            return False
+        ui = scan_info(u)
+        if any(v is x for v in u.inputs[:ui.n_carry]) or \
+                any(v is x for v in u.inputs[ui.n_carry + ui.n_xs:]):
+            return False
+    return bool(us)
+
+
+def _tail_unread(scan: Node, k: int, em: Emitter) -> bool:
+    """The stacked ys k of a top-level scan with a length input is read at steps t < its trip
+    count only: its users are loops with the same length input (BPTT residuals) or ragged ops
+    with the scan's own sorted lengths; its rows t >= n need no zero fill."""
+    info = scan_info(scan)
+    if not info.has_length:
+        return False
+    L = rows.lengths_input(scan)
+    its = [u for u in em.users.get(id(scan), [])
+           if u.op is Op.ITEM and u.attr("index") == info.n_carry + k]
+    for it in its:
+        if id(it) in em.outputs:
+            return False
+        for u in em.users.get(id(it), []):
+            if u.op is Op.SCAN:
+                ui = scan_info(u)
+                if not ui.has_length or u.inputs[-1] is not scan.inputs[-1] or \
+                        any(v is it for v in u.inputs[:ui.n_carry]) or \
+                        any(v is it for v in u.inputs[ui.n_carry + ui.n_xs:]):
+                    return False
+            elif u.op is Op.PERMUTE and u.inputs[0] is it and _zero_steps(u) is not None:
+                continue  # copies the steps below max(L) only
+            elif u.op not in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT) or L is None or \
+                    u.inputs[-1] is not L:
+                return False
+    return bool(its)
+
+
 def copy_loop(dst: str, src: str, shape, em: Emitter, indent: int, dst_off: dict | None = None,
-              src_perm: tuple | None = None, lead: str = "") -> list[str]:
+              src_perm: tuple | None = None, lead: str = "", rows: str | None = None) -> list[str]:
     """Explicit loops for dst[...] = src (optionally transposed / at an offset): slice
-    assignment and ndarray.transpose cost seconds of Numba compile time each; loops don't."""
+    assignment and ndarray.transpose cost seconds of Numba compile time each; loops don't.
+    rows: the bound of axis 0 (a hinted scan's active rows) instead of its size."""
     r = len(shape)
     if r == 0:
         return [" " * indent + (f"{dst}[{lead[:-2]}] = {src}" if lead else f"{dst} = {src}")]
     idx = [em.fresh("j") for _ in range(r)]
     lines = []
     for k in range(r):
-        lines.append(" " * (indent + 4 * k) + f"for {idx[k]} in range({em.dim(shape[k])}):")
+        bound = rows if k == 0 and rows is not None else em.dim(shape[k])
+        lines.append(" " * (indent + 4 * k) + f"for {idx[k]} in range({bound}):")
     d_idx = [f"{i} + {dst_off[k]}" if dst_off and dst_off.get(k) else i for k, i in enumerate(idx)]
     if src_perm is None:
         s_idx = idx
@@ -444,16 +602,18 @@ def _scalar_expr(n: Node, args: list[str], em: Emitter, flat_index: str) -> str:
 
 def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_nodes: list[Node],
                outs: list[str], em: Emitter, blk: Block, offsets: list[int] | None = None,
-               ) -> None:
+               rows: str | None = None) -> None:
     """One loop nest over the iteration shape computing every node of `order` as scalar code;
-    `leaf_of` maps the group's inputs to (expression, outer node) for broadcasting loads."""
+    `leaf_of` maps the group's inputs to (expression, outer node) for broadcasting loads.
+    rows: the bound of axis 0 (a hinted scan's active rows), where a validity mask is true."""
     shape = out_nodes[0].shape
     r = len(shape)
     idx = [f"i{k}" for k in range(r)]
     ind = blk.indent
     lines = []
     for k in range(r):
-        lines.append(" " * (ind + 4 * k) + f"for {idx[k]} in range({em.dim(shape[k])}):")
+        bound = rows if k == 0 and rows is not None else em.dim(shape[k])
+        lines.append(" " * (ind + 4 * k) + f"for {idx[k]} in range({bound}):")
     inner = ind + 4 * r
     flat = "0"
     if r:
@@ -468,6 +628,8 @@ def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_node
         if x.op is Op.CONST:
             return em.const(x.attr("value"), x.dtype)
         expr, outer = leaf_of[id(x)]
+        if rows is not None and id(outer) in em.true_masks:
+            return "True"  # select(t < len, new, old) on an active row: new
         if outer.shape == ():
             return expr
         xs = outer.shape
@@ -552,10 +714,15 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
             blk.emit(f"{cv} = np.copy({c})")
         carries.append(cv)
     ys = []
+    tail: list[int] = []  # ys whose rows t >= n nobody reads (no zero fill; see _tail_unread)
     for k, y in enumerate(body.outputs[info.n_carry:]):
         yv = f"{sid}_y{k}"
         dims = ", ".join([f"{sid}_T"] + [em.dim(d) for d in y.shape])
-        blk.emit(f"{yv} = np.zeros(({dims},), {NP_DT[y.dtype]})")
+        if blk.pre is None and y.shape and _tail_unread(n, k, em):
+            blk.emit(f"{yv} = np.empty(({dims},), {NP_DT[y.dtype]})")
+            tail.append(k)
+        else:
+            blk.emit(f"{yv} = np.zeros(({dims},), {NP_DT[y.dtype]})")
         ys.append(yv)
     # body: buffers before the loop, work inside it
     pre: list[str] = []
@@ -571,6 +738,20 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
         bnames[id(pn)] = f"{sid}_x{k}"
     for pn, w in zip(body.inputs[1 + info.n_carry + info.n_xs:], W):
         bnames[id(pn)] = w
+    # the `rows` hint (rnncomp.ir.rows): the batch is sorted by length, longest first, and a
+    # row past its length is a no-op: each step computes its active rows [:nb] only (carry rows
+    # past nb stay frozen, ys rows stay zero) and validity masks are true on them
+    cls = rows.check(n)
+    rw = None
+    saved_rows = (em.row_of, em.true_masks)
+    if cls is not None:
+        lengths = W[rows.rows_index(n)]
+        rw = f"{sid}_nb"
+        blk.emit(f"rt.check_sorted({lengths})")
+        lph = rows.lengths_placeholder(n)
+        em.row_of = {**em.row_of, **{i: rw for i, c in cls.items() if c == rows.R}}
+        em.true_masks = em.true_masks | {id(x) for x in body.nodes
+                                         if rows.is_valid_mask(x, t_ph, lph)}
     written: set[int] = set()
     for k, y in enumerate(body.outputs[info.n_carry:]):
         if y.op is Op.ITEM and y.inputs[0].op is Op.FUSED and \
@@ -588,6 +769,16 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
         loop.append(" " * (ind + 8) + "break")
     loop.append(" " * (ind + 4) + (f"{sid}_t = np.int32({sid}_n - 1 - {sid}_it)" if info.reverse
                                    else f"{sid}_t = np.int32({sid}_it)"))
+    if rw is not None:
+        loop.append(" " * (ind + 4) + f"{rw} = rt.active_rows({lengths}, {sid}_t)")
+        for k in tail:  # the rows past their length of an unfilled ys: zero
+            y = body.outputs[info.n_carry + k]
+            idx = [em.fresh("j") for _ in y.shape]
+            for d, (j, dim) in enumerate(zip(idx, y.shape)):
+                lo = f"{rw}, " if d == 0 else ""
+                loop.append(" " * (ind + 4 + 4 * d) + f"for {j} in range({lo}{em.dim(dim)}):")
+            loop.append(" " * (ind + 4 + 4 * len(idx)) +
+                        f"{ys[k]}[{sid}_t, {', '.join(idx)}] = 0")
     for k, x in enumerate(X):
         loop.append(" " * (ind + 4) + f"{sid}_x{k} = {x}[{sid}_t]")
     _emit_graph(body, em, bnames, inner)
@@ -595,7 +786,7 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
     for k, y in enumerate(outs[info.n_carry:]):
         if k not in written:
             loop.extend(copy_loop(ys[k], _ref(y, em, bnames), y.shape, em, ind + 4,
-                                  lead=f"{sid}_t, "))
+                                  lead=f"{sid}_t, ", rows=rw))
     for k, (o, pn) in enumerate(zip(outs[:info.n_carry], b_carry)):
         src = _ref(o, em, bnames)
         if o is pn:
@@ -603,7 +794,8 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
         if _is_scalar(pn):
             loop.append(" " * (ind + 4) + f"{carries[k]} = {src}")
         else:
-            loop.extend(copy_loop(carries[k], src, pn.shape, em, ind + 4))
+            loop.extend(copy_loop(carries[k], src, pn.shape, em, ind + 4, rows=rw))
+    em.row_of, em.true_masks = saved_rows
     blk.lines.extend(pre)
     blk.emit(f"for {sid}_it in range({sid}_n):")
     blk.lines.extend(loop)

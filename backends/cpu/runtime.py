@@ -168,3 +168,189 @@ def segment_rows(x2, k):
     out = np.zeros((S * k, x2.shape[1]), x2.dtype)
     out[:T] = x2
     return out.reshape((S, k, x2.shape[1]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Variable-length batches (sequence_length): sort by length, ragged GEMMs, active rows
+# ---------------------------------------------------------------------------------------------
+@njit(**_JIT)
+def argsort_desc(x1):
+    """The stable order of x1, largest first (sequence lengths, longest first)."""
+    return np.argsort(-x1.astype(np.int64), kind="mergesort").astype(np.int32)
+
+
+@njit(**_JIT)
+def permute3(x3, perm, inverse):
+    """x3 [pre, n, post] with axis 1 permuted: out[:, j] = x3[:, perm[j]] (inverse: out[:,
+    perm[j]] = x3[:, j]). The identity returns x3 itself (a batch that is already sorted costs
+    no copy)."""
+    n = x3.shape[1]
+    ident = True
+    for j in range(n):
+        p = perm[j]
+        if p < 0 or p >= n:
+            raise IndexError("rnncomp take", p, n)
+        if p != j:
+            ident = False
+    if ident:
+        return x3
+    out = np.empty_like(x3)
+    for i in range(x3.shape[0]):
+        for j in range(n):
+            p = perm[j]
+            if inverse:
+                out[i, p, :] = x3[i, j, :]
+            else:
+                out[i, j, :] = x3[i, p, :]
+    return out
+
+
+@njit(**_JIT)
+def permute3_head(x3, perm, lengths):
+    """permute3(x3, perm, False) for the rows i < max(lengths) of axis 0 only (the steps of a
+    variable-length batch that anyone reads); the other rows are left unset."""
+    n = x3.shape[1]
+    m = 0
+    for b in range(lengths.shape[0]):
+        m = max(m, lengths[b])
+    m = min(m, x3.shape[0])
+    ident = True
+    for j in range(n):
+        p = perm[j]
+        if p < 0 or p >= n:
+            raise IndexError("rnncomp take", p, n)
+        if p != j:
+            ident = False
+    if ident:
+        return x3
+    out = np.empty_like(x3)
+    for i in range(m):
+        for j in range(n):
+            out[i, j, :] = x3[i, perm[j], :]
+    return out
+
+
+@njit(**_JIT)
+def unpermute3_head(x3, perm, lengths):
+    """permute3(x3, perm, True) for x3 [T, B, ...] zero at the steps t >= max(lengths) (a
+    variable-length batch's results): those steps are zero-filled, not read."""
+    n = x3.shape[1]
+    m = 0
+    for b in range(lengths.shape[0]):
+        m = max(m, lengths[b])
+    m = max(min(m, x3.shape[0]), 0)
+    out = np.empty_like(x3)
+    for i in range(m):
+        for j in range(n):
+            p = perm[j]
+            if p < 0 or p >= n:
+                raise IndexError("rnncomp take", p, n)
+            out[i, p, :] = x3[i, j, :]
+    out[m:] = 0
+    return out
+
+
+@njit(**_JIT)
+def active_rows(lengths, t):
+    """#{b : lengths[b] > t} for lengths sorted in descending order (binary search)."""
+    lo = 0
+    hi = lengths.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if lengths[mid] > t:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(**_JIT)
+def check_sorted(lengths):
+    for b in range(1, lengths.shape[0]):
+        if lengths[b] > lengths[b - 1]:
+            raise ValueError("rnncomp: the rows hint needs lengths sorted longest first")
+
+
+@njit(**_JIT)
+def _full_steps(lengths, T):
+    m = T
+    for b in range(lengths.shape[0]):
+        if lengths[b] < m:
+            m = max(lengths[b], 0)
+    return m
+
+
+@njit(**_JIT)
+def _ragged_count(lengths, t0, T):
+    r = 0
+    for t in range(t0, T):
+        for b in range(lengths.shape[0]):
+            if lengths[b] > t:
+                r += 1
+    return r
+
+
+@njit(**_JIT)
+def ragged_matmul(a3, w, lengths, zero):
+    """out[t, b] = a3[t, b] @ w where t < lengths[b], zero elsewhere. zero=0: the other rows
+    are left unset (a consumer that reads the valid rows only), 2: zeroed below max(lengths)
+    only (a consumer that reads those steps only). The steps every row runs are one GEMM; the
+    rows of the other steps are packed into a second one."""
+    T, B, K = a3.shape
+    N = w.shape[1]
+    out = np.zeros((T, B, N), a3.dtype) if zero == 1 else np.empty((T, B, N), a3.dtype)
+    a2 = a3.reshape(T * B, K)
+    o2 = out.reshape(T * B, N)
+    tf = _full_steps(lengths, T)
+    if tf > 0:
+        mm(a2[:tf * B], w, o2[:tf * B])
+    r = _ragged_count(lengths, tf, T)
+    m = 0
+    for b in range(B):
+        m = max(m, lengths[b])
+    pa = np.empty((r, K), a3.dtype)
+    k = 0
+    for t in range(tf, T):
+        for b in range(B):
+            if lengths[b] > t:
+                pa[k, :] = a3[t, b, :]
+                k += 1
+    po = np.empty((r, N), a3.dtype)
+    if r > 0:
+        mm(pa, w, po)
+    k = 0
+    for t in range(tf, T):
+        for b in range(B):
+            if lengths[b] > t:
+                out[t, b, :] = po[k, :]
+                k += 1
+            elif zero == 2 and t < m:
+                out[t, b, :] = 0
+    return out
+
+
+@njit(**_JIT)
+def ragged_tensordot(a3, c3, lengths):
+    """sum over (t, b) with t < lengths[b] of outer(a3[t, b], c3[t, b]) -> [K, N]: one GEMM
+    over the steps every row runs, one over the packed rows of the others."""
+    T, B, K = a3.shape
+    N = c3.shape[2]
+    tf = _full_steps(lengths, T)
+    out = np.zeros((K, N), a3.dtype)
+    if tf > 0:
+        m = tf * B
+        out += np.dot(np.ascontiguousarray(a3.reshape(T * B, K)[:m]).T,
+                      np.ascontiguousarray(c3.reshape(T * B, N)[:m]))
+    r = _ragged_count(lengths, tf, T)
+    if r > 0:
+        pa = np.empty((r, K), a3.dtype)
+        pc = np.empty((r, N), a3.dtype)
+        k = 0
+        for t in range(tf, T):
+            for b in range(B):
+                if lengths[b] > t:
+                    pa[k, :] = a3[t, b, :]
+                    pc[k, :] = c3[t, b, :]
+                    k += 1
+        out += np.dot(pa.T, pc)
+    return out

@@ -347,6 +347,29 @@ class CompiledCuda:
                 env[id(n)] = out
         elif op is Op.ARGMAX:
             env[id(n)] = xp.argmax(ins[0], axis=n.attr("axis")).astype(dt)
+        # variable-length batches: this backend runs the sorted batch with its masks (it
+        # ignores the scan's `rows` hint); the ragged GEMMs are dense GEMMs of the masked rows
+        elif op is Op.ARGSORT:
+            h = np.asarray(self._hostval(n.inputs[0], env)).astype(np.int64)
+            env[id(n)] = xp.asarray(np.argsort(-h, kind="stable").astype(np.int32))
+        elif op is Op.PERMUTE:
+            x, p = ins
+            p = xp.asarray(p).astype(np.int64)
+            if n.attr("inverse", False):
+                p = xp.argsort(p)
+            env[id(n)] = xp.ascontiguousarray(xp.take(x, p, axis=n.attr("axis")))
+        elif op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
+            a, b, lengths = ins
+            valid = (xp.arange(a.shape[0])[:, None] <
+                     xp.asarray(lengths).astype(np.int64)[None, :])[..., None]
+            am = xp.where(valid, a, xp.zeros((), a.dtype))
+            if op is Op.RAGGED_MATMUL:
+                r = xp.matmul(am, b)
+                env[id(n)] = xp.where(valid, r, xp.zeros((), r.dtype)).astype(dt)
+            else:
+                bm = xp.where(valid, b, xp.zeros((), b.dtype))
+                env[id(n)] = xp.ascontiguousarray(
+                    xp.tensordot(am, bm, axes=([0, 1], [0, 1]))).astype(dt)
         else:
             raise NotImplementedError(f"CUDA backend: no lowering for op {op.value}")
 

@@ -3,6 +3,11 @@
 sequence_length semantics (TF1): for each instance, outputs after its length are zeros and its
 final state is the state at its last valid step; steps past the batch's longest sequence are not
 computed (the scan's trip count is max(sequence_length)).
+
+Length-aware execution: with sequence_length, dynamic_rnn sorts the batch by length (longest
+first: argsort + permute of x, the initial state and the lengths), runs the scan on the sorted
+batch with the `rows` hint (rnncomp.ir.rows), and gives the outputs and final states back in
+the caller's order. A backend may then compute only the rows still running at each step.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import dsl
-from ..ir import ops
+from ..ir import ops, rows
 from .cells import RNNCell, as_cell
 from ..ir.dtypes import DType, as_dtype
 from ..ir.graph import Node, Op, Unroll, shape_str
@@ -138,6 +143,8 @@ def dynamic_rnn(
     swap_memory: bool = False,
     time_major: bool = False,
     scope: str | None = None,
+    *,
+    length_aware: bool = True,
 ) -> tuple[Node, Any]:
     """Unroll `cell` over inputs [B, T, I] (or [T, B, I] if time_major) as one scan node.
 
@@ -148,14 +155,50 @@ def dynamic_rnn(
     steps of a recurrence run in order; kernels parallelise within a step). swap_memory:
     accepted, no effect (TF1 moves saved activations from GPU to host memory; rnncomp keeps
     them where the backend runs: host memory on CPU; to bound BPTT memory use truncated BPTT,
-    rnncomp.runtime.grad.tbptt_value_and_grad).
+    rnncomp.runtime.grad.tbptt_value_and_grad). length_aware (rnncomp only): with
+    sequence_length, sort the batch by length so that compiled kernels compute only the
+    sequences still running at each step (same results; False: every step computes the whole
+    batch and masks the finished rows, as TF1).
     """
     return _dynamic_rnn(cell, inputs, sequence_length, initial_state, dtype, parallel_iterations,
-                        swap_memory, time_major, scope, reverse=False, fn="dynamic_rnn")
+                        swap_memory, time_major, scope, reverse=False, fn="dynamic_rnn",
+                        length_aware=length_aware)
+
+
+def _sort_by_length(results: list[Node], lengths: Node, literal: list[int] | None,
+                    n_carry: int) -> list[Node]:
+    """The scan behind `results` run on the batch sorted by length, longest first, with the
+    `rows` hint; results given back in the caller's row order. Unchanged when the body is not
+    row-separable (rnncomp.ir.rows.classify) or reads another per-row value from outside."""
+    s = results[0].inputs[0]
+    info = ops.scan_info(s)
+    invs = list(s.inputs[info.n_carry + info.n_xs:info.n_carry + info.n_xs + info.n_inv])
+    k = next((j for j, v in enumerate(invs) if v is lengths), None)
+    if k is None or rows.classify(s.attr("body"), info.n_carry, info.n_xs, k) is None:
+        return results
+    attrs = {**dict(s.attrs), "rows": k}
+    if literal is not None and all(a >= b for a, b in zip(literal, literal[1:])):
+        new = ops.make(Op.SCAN, *s.inputs, **attrs)  # already sorted: nothing to move
+        return [ops.item(new, j) for j in range(len(results))]
+    perm = ops.argsort(lengths)
+    ins = list(s.inputs)
+    for j in range(info.n_carry):
+        if ins[j].op is not Op.FULL:  # a zero state is the same in any order
+            ins[j] = ops.permute(ins[j], perm, 0)
+    for j in range(info.n_carry, info.n_carry + info.n_xs):
+        ins[j] = ops.permute(ins[j], perm, 1)
+    ins[info.n_carry + info.n_xs + k] = ops.permute(lengths, perm, 0)
+    new = ops.make(Op.SCAN, *ins, **attrs)
+    out = []
+    for j in range(len(results)):
+        r = ops.item(new, j)
+        out.append(ops.permute(r, perm, 0 if j < n_carry else 1, inverse=True))
+    return out
 
 
 def _dynamic_rnn(cell, inputs, sequence_length, initial_state, dtype, parallel_iterations,
-                 swap_memory, time_major, scope, *, reverse: bool, fn: str):
+                 swap_memory, time_major, scope, *, reverse: bool, fn: str,
+                 length_aware: bool = True):
     """dynamic_rnn; reverse=True runs the scan backwards from step max(sequence_length) - 1
     (each instance starts at its own last valid step, the steps past its length leave the state
     alone and output zeros): the backward direction of bidirectional_dynamic_rnn, which equals
@@ -169,6 +212,8 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, dtype, parallel_i
         raise ValueError(f"{fn}: swap_memory must be True or False, received {swap_memory!r}")
     if not isinstance(time_major, bool):
         raise ValueError(f"{fn}: time_major must be True or False, received {time_major!r}")
+    if not isinstance(length_aware, bool):
+        raise ValueError(f"{fn}: length_aware must be True or False, received {length_aware!r}")
     if not isinstance(inputs, Node):
         raise TypeError(f"{fn}: inputs must be an rnncomp array, received {type(inputs).__name__}")
     if inputs.ndim != 3:
@@ -181,9 +226,13 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, dtype, parallel_i
     T, B = X.shape[0], X.shape[1]
     flat0, tree = _initial_state(cell, initial_state, B, inputs.dtype, fn)
     length_input = None
+    literal_vals = None
     if sequence_length is not None:
         literal = not isinstance(sequence_length, Node)
+        given = sequence_length
         sequence_length = _check_seq_len(sequence_length, B, T, fn)
+        if literal:
+            literal_vals = [int(v) for v in np.asarray(given).tolist()]
         length_input = ops.cast(dsl.max(sequence_length), DType.i64)
         if literal and not isinstance(T, int):  # no run-time range check: stop at T (as TF1)
             length_input = ops.minimum(length_input,
@@ -205,6 +254,8 @@ def _dynamic_rnn(cell, inputs, sequence_length, initial_state, dtype, parallel_i
 
     with variable_scope(scope or "rnn"):
         results = trace_scan(body, flat0, [X], length_input=length_input, reverse=reverse)
+    if sequence_length is not None and length_aware:
+        results = _sort_by_length(results, sequence_length, literal_vals, len(flat0))
     final = unflatten(tree, results[:len(flat0)])
     ys = results[len(flat0)]
     outputs = ys if time_major else dsl.transpose(ys, (1, 0, 2))

@@ -86,6 +86,11 @@ class Op(enum.Enum):
     # time segments (BPTT checkpointing): [T, ...] <-> [ceil(T/k), k, ...]
     SEGMENT = "segment"
     UNSEGMENT = "unsegment"
+    # variable-length batches (sequence_length): sort by length, permute rows, ragged GEMMs
+    ARGSORT = "argsort"  # stable order of a 1-D integer array, longest first
+    PERMUTE = "permute"  # x.take(perm, axis) (or its inverse)
+    RAGGED_MATMUL = "ragged_matmul"  # a [T, B, K] @ w, rows (t, b) with t >= len[b] zero
+    RAGGED_TENSORDOT = "ragged_tensordot"  # sum over valid (t, b) of a[t, b] (x) c[t, b]
     # control
     SCAN = "scan"
     ITEM = "item"

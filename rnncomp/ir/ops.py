@@ -862,6 +862,114 @@ register(OpDef(Op.SCATTER_ADD, _scatter_add_rule, _scatter_add_impl,
                doc="zeros [rows, ...] with src[i] added to row idx[i] (gather's gradient)"))
 
 
+def _argsort_rule(inputs, attrs):
+    (x,) = inputs
+    if x.ndim != 1 or not x.dtype.is_int:
+        raise ShapeError(f"argsort: expected a 1-D integer array (lengths), received "
+                         f"{x.dtype}[{shape_str(x.shape)}]")
+    return x.shape, DType.i32
+
+
+def _argsort_impl(ctx, attrs, x):
+    return np.argsort(-x.astype(np.int64), kind="stable").astype(np.int32)
+
+
+register(OpDef(Op.ARGSORT, _argsort_rule, _argsort_impl, NOT_DIFFERENTIABLE,
+               doc="the stable order of a 1-D integer array, largest first (sequence lengths, "
+                   "longest first, ties in their original order)"))
+
+
+def _permute_rule(inputs, attrs):
+    x, perm = inputs
+    ax = attrs["axis"]
+    if not isinstance(ax, int) or not 0 <= ax < x.ndim:
+        raise ShapeError(f"permute: axis {ax!r} out of range for rank {x.ndim}")
+    if perm.ndim != 1 or not perm.dtype.is_int or perm.shape[0] != x.shape[ax]:
+        raise ShapeError(f"permute: perm must be an integer [{x.shape[ax]}] array (axis {ax} of "
+                         f"[{shape_str(x.shape)}]), received {perm.dtype}[{shape_str(perm.shape)}]")
+    return x.shape, x.dtype
+
+
+def _permute_impl(ctx, attrs, x, perm):
+    p = perm.astype(np.int64)
+    if sorted(p.tolist()) != list(range(p.shape[0])):
+        raise InputError(f"permute: {p.tolist()} is not a permutation of 0..{p.shape[0] - 1}")
+    if attrs.get("inverse", False):
+        p = np.argsort(p)
+    return np.take(x, p, axis=attrs["axis"])
+
+
+def _vjp_permute(node, ct, x, perm):
+    return permute(ct, perm, node.attr("axis"), not node.attr("inverse", False)), None
+
+
+register(OpDef(Op.PERMUTE, _permute_rule, _permute_impl, _vjp_permute,
+               doc="x.take(perm, axis); inverse=True: the inverse permutation (out.take(perm, "
+                   "axis) == x)"))
+
+
+def _ragged_valid(T: int, lengths: np.ndarray) -> np.ndarray:
+    """valid[t, b] = t < lengths[b]."""
+    return np.arange(T)[:, None] < lengths.astype(np.int64)[None, :]
+
+
+def _ragged_check(opname: str, a: Node, lengths: Node) -> None:
+    if a.ndim != 3:
+        raise ShapeError(f"{opname}: expected a [T, B, K] array, received [{shape_str(a.shape)}]")
+    if lengths.ndim != 1 or not lengths.dtype.is_int or lengths.shape[0] != a.shape[1]:
+        raise ShapeError(f"{opname}: lengths must be an integer [{a.shape[1]}] array, received "
+                         f"{lengths.dtype}[{shape_str(lengths.shape)}]")
+
+
+def _ragged_matmul_rule(inputs, attrs):
+    a, w, lengths = inputs
+    _ragged_check("ragged_matmul", a, lengths)
+    shape, dt = _matmul_rule([a, w], {})
+    return shape, dt
+
+
+def _ragged_matmul_impl(ctx, attrs, a, w, lengths):
+    valid = _ragged_valid(a.shape[0], lengths)[..., None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(valid, np.where(valid, a, 0) @ w, 0).astype(a.dtype)
+
+
+def _vjp_ragged_matmul(node, ct, a, w, lengths):
+    return (ragged_matmul(ct, transpose(w, (1, 0)), lengths),
+            ragged_tensordot(a, ct, lengths), None)
+
+
+register(OpDef(Op.RAGGED_MATMUL, _ragged_matmul_rule, _ragged_matmul_impl, _vjp_ragged_matmul,
+               doc="a [T, B, K] @ w [K, N] on the rows (t, b) with t < lengths[b]; the other "
+                   "rows are zero (the input projection of a variable-length batch)"))
+
+
+def _ragged_tensordot_rule(inputs, attrs):
+    a, c, lengths = inputs
+    _ragged_check("ragged_tensordot", a, lengths)
+    _same_dtype("ragged_tensordot", [a, c])
+    if c.ndim != 3 or tuple(c.shape[:2]) != tuple(a.shape[:2]):
+        raise ShapeError(f"ragged_tensordot: a [{shape_str(a.shape)}] and c "
+                         f"[{shape_str(c.shape)}] must share their [T, B] axes")
+    return (a.shape[2], c.shape[2]), a.dtype
+
+
+def _ragged_tensordot_impl(ctx, attrs, a, c, lengths):
+    valid = _ragged_valid(a.shape[0], lengths)[..., None]
+    return np.tensordot(np.where(valid, a, 0), np.where(valid, c, 0),
+                        axes=([0, 1], [0, 1])).astype(a.dtype)
+
+
+def _vjp_ragged_tensordot(node, ct, a, c, lengths):
+    return (ragged_matmul(c, transpose(ct, (1, 0)), lengths), ragged_matmul(a, ct, lengths), None)
+
+
+register(OpDef(Op.RAGGED_TENSORDOT, _ragged_tensordot_rule, _ragged_tensordot_impl,
+               _vjp_ragged_tensordot,
+               doc="sum over the rows (t, b) with t < lengths[b] of the outer products a[t, b] "
+                   "(x) c[t, b] -> [K, N] (a weight gradient of a variable-length batch)"))
+
+
 def _dimsize_rule(inputs, attrs):
     (x,) = inputs
     if not 0 <= attrs["axis"] < x.ndim:
@@ -1042,17 +1150,20 @@ register(OpDef(Op.FUSED, _fused_rule, None, None,
 
 def scan(body: Graph, carries: Sequence[Node], xs: Sequence[Node], invariants: Sequence[Node],
          *, reverse: bool = False, length_input: Node | None = None,
-         length: int | None = None, remat: bool = False, stop: int | None = None) -> list[Node]:
+         length: int | None = None, remat: bool = False, stop: int | None = None,
+         rows: int | None = None) -> list[Node]:
     """Build a scan node and return its results: final carries, then stacked ys. remat=True
     marks a reverse scan that recomputes forward values on purpose (BPTT with recompute): the
     passes must not batch that work out of the loop again. stop=k: carry k is a bool scalar
-    and the loop ends before a step where it is True (decoding: every sequence finished)."""
+    and the loop ends before a step where it is True (decoding: every sequence finished).
+    rows=k: invariant k is the sorted lengths of a variable-length batch (the `rows` hint,
+    rnncomp.ir.rows)."""
     ins = list(carries) + list(xs) + list(invariants)
     if length_input is not None:
         ins.append(length_input)
     s = make(Op.SCAN, *ins, body=body, n_carry=len(carries), n_xs=len(xs), reverse=reverse,
              has_length=length_input is not None, length=length, remat=remat or None,
-             stop=stop)
+             stop=stop, rows=rows)
     return [make(Op.ITEM, s, index=k) for k in range(len(s.shape[1]))]
 
 
@@ -1268,6 +1379,22 @@ def unsegment(y, length):
 
 def gather(table, idx):
     return make(Op.GATHER, table, idx)
+
+
+def argsort(x):
+    return make(Op.ARGSORT, x)
+
+
+def permute(x, perm, axis, inverse=False):
+    return make(Op.PERMUTE, x, perm, axis=int(axis), inverse=True if inverse else None)
+
+
+def ragged_matmul(a, w, lengths):
+    return make(Op.RAGGED_MATMUL, a, w, lengths)
+
+
+def ragged_tensordot(a, c, lengths):
+    return make(Op.RAGGED_TENSORDOT, a, c, lengths)
 
 
 def scatter_add(src, idx, rows):

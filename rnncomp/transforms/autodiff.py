@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ir import ops, provenance
+from ..ir import ops, provenance, rows
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, Node, Op, substitute, toposort
 from ..ir.ops import NOT_DIFFERENTIABLE, REGISTRY, scan_info
@@ -210,7 +210,18 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
             g = g_carry[k]
             new_carries.append(g if g is not None else ops.zeros_like(sv.dcs[k]))
     acc_new = [ops.add(a, g) for a, g in zip(acc_ph, g_inv) if a is not None]
-    outputs = new_carries + acc_new + [g_xs[k] for k in float_xs] + body_ys
+    per_row = [g_xs[k] for k in float_xs] + body_ys
+    rows_at = rows.rows_index(fwd)
+    lph = inv_ph[rows_at] if rows_at is not None else None
+    if lph is not None and not acc_new and all(
+            y.ndim >= 1 and y.shape[0] == lph.shape[0] for y in per_row):
+        # the reverse loop of a hinted scan is hinted too: a row past its length passes its
+        # carry cotangent through unchanged (the VJP of select(t < len, new, old)), and its
+        # per-step results are masked to zero so that every backend agrees on them
+        per_row = [rows.mask_rows(t_ph, lph, y) for y in per_row]
+    else:
+        lph = None
+    outputs = new_carries + acc_new + per_row
     outputs = substitute(outputs, mapping, ops.remake)
 
     # the backward body's inputs: whatever placeholders it reads
@@ -231,7 +242,7 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
         # the backward body reads no per-step value (e.g. a cell whose state ignores the old
         # state): keep one stacked input so the reverse loop still knows its trip count
         xs_pairs.append((x_ph[0], outer_xs[0]))
-    inv_pairs = [(p, o) for p, o in zip(inv_ph, outer_inv) if id(p) in reach]
+    inv_pairs = [(p, o) for p, o in zip(inv_ph, outer_inv) if id(p) in reach or p is lph]
     known = {id(t_ph)} | {id(p) for p in b_carry} | {id(p) for p, _ in xs_pairs} | \
         {id(p) for p, _ in inv_pairs}
     for n in toposort(outputs):
@@ -254,7 +265,8 @@ def _transpose_scan(sv: _ScanVJP, cts: list[Node | None]) -> list[Node | None]:
         length_input = ops.reduce_sum(ops.item(fwd, n_carry + n_ys + len(sv.residuals)), (0,))
     res = ops.scan(bwd_body, init, [o for _, o in xs_pairs], [o for _, o in inv_pairs],
                    reverse=not info.reverse, length_input=length_input,
-                   length=fwd.attr("length"), remat=sv.recompute)
+                   length=fwd.attr("length"), remat=sv.recompute,
+                   rows=[p for p, _ in inv_pairs].index(lph) if lph is not None else None)
     nb = len(init)
     out_cts: list[Node | None] = [None] * len(outer_in)
     j = 0

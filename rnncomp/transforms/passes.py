@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..ir import ops, provenance
+from ..ir import ops, provenance, rows
 from ..ir.context import Context
 from ..ir.dtypes import DType
 from ..ir.graph import Graph, GroupOp, Node, Op, substitute, toposort
@@ -438,8 +438,12 @@ def _rebuild_scan(p: _ScanParts, xs: list[tuple[Node, Node]], invs: list[tuple[N
     ins = list(p.init) + [b for _, b in xs] + [b for _, b in invs]
     if p.length is not None:
         ins.append(p.length)
-    return ops.make(Op.SCAN, *ins, **{**dict(p.node.attrs), "body": body, "n_xs": len(xs),
-                                      "n_carry": len(p.carries)})
+    attrs = {**dict(p.node.attrs), "body": body, "n_xs": len(xs), "n_carry": len(p.carries)}
+    k = rows.rows_index(p.node)
+    if k is not None:  # the `rows` hint follows its lengths invariant (or goes with it)
+        at = [j for j, (a, _) in enumerate(invs) if a is p.invs[k]]
+        attrs["rows"] = at[0] if at else None
+    return ops.make(Op.SCAN, *ins, **attrs)
 
 
 def _scan_pass(g: Graph, fn: Callable[[Node, list[Node]], dict[int, Node] | None]) -> Graph:
@@ -698,7 +702,8 @@ def dce(g: Graph) -> Graph:
         new_outs = outs[:nc] + [outs[k] for k in keep_ys]
         reach = {id(n) for n in toposort(new_outs)}
         xs = [(a, b) for a, b in zip(p.xs, p.X) if id(a) in reach]
-        invs = [(a, b) for a, b in zip(p.invs, p.W) if id(a) in reach]
+        keep = rows.lengths_placeholder(s)  # the `rows` hint's lengths stay
+        invs = [(a, b) for a, b in zip(p.invs, p.W) if id(a) in reach or a is keep]
         if not xs and s.attr("length") is None:
             # keep one xs so the trip count stays known
             xs = [(p.xs[0], p.X[0])]
@@ -764,6 +769,105 @@ def gate_fusion(g: Graph) -> Graph:
         return Graph(x.inputs, substitute(x.outputs, mapping, ops.remake))
 
     return transform(g)
+
+
+# ---------------------------------------------------------------------------------------------
+# Variable-length batches: the `rows` hint and ragged GEMMs
+# ---------------------------------------------------------------------------------------------
+def ragged(g: Graph) -> Graph:
+    """For scans with the `rows` hint (a batch sorted by length, rnncomp.ir.rows): drop the
+    hint where the optimized body is not row-separable, and run the GEMMs around the loop over
+    the valid (t, b) rows only (rows past a length are zero): the hoisted input projection
+    feeding the loop, `ys @ W` (dX) and the weight-gradient tensordots over [T, B]."""
+    # 1. keep the hint only where it holds; a loop whose stacked results are read per step by
+    # an unhinted loop (BPTT residuals) loses it too: that loop reads every row
+    def unhint(s: Node) -> Node:
+        return ops.make(Op.SCAN, *s.inputs, **{**dict(s.attrs), "rows": None})
+
+    def drop(s: Node, items: list[Node]):
+        if rows.rows_index(s) is None or rows.check(s) is not None:
+            return None
+        new = unhint(s)
+        return {id(it): ops.item(new, it.attr("index")) for it in items}
+
+    g = _scan_pass(g, drop)
+    for _ in range(100):
+        nodes = g.nodes
+        feeds: dict[int, Node] = {}
+        for n in nodes:
+            if n.op is Op.SCAN and rows.rows_index(n) is None:
+                info = scan_info(n)
+                for x in n.inputs[info.n_carry:info.n_carry + info.n_xs]:
+                    if x.op is Op.ITEM and x.inputs[0].op is Op.SCAN and \
+                            rows.rows_index(x.inputs[0]) is not None:
+                        feeds[id(x.inputs[0])] = x.inputs[0]
+        if not feeds:
+            break
+        repl: dict[int, Node] = {}
+        for n in nodes:
+            if n.op is Op.ITEM and id(n.inputs[0]) in feeds:
+                repl[id(n)] = ops.item(unhint(n.inputs[0]), n.attr("index"))
+        g = Graph(g.inputs, substitute(g.outputs, repl, ops.remake))
+    nodes = g.nodes
+    users: dict[int, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            users.setdefault(id(i), []).append(n)
+    hinted = [n for n in nodes if n.op is Op.SCAN and rows.rows_index(n) is not None]
+    if not hinted:
+        return g
+    since = provenance.mark()
+    # 2. an input projection read only as the xs of hinted scans with the same lengths
+    mapping: dict[int, Node] = {}
+    for s in hinted:
+        info = scan_info(s)
+        L = rows.lengths_input(s)
+        for x in s.inputs[info.n_carry:info.n_carry + info.n_xs]:
+            if x.op is Op.MATMUL and x.ndim == 3 and x.inputs[1].ndim == 2 and \
+                    id(x) not in mapping and all(
+                    u.op is Op.SCAN and rows.lengths_input(u) is L and
+                    all(v is not x for v in u.inputs[:scan_info(u).n_carry]) and
+                    all(v is not x for v in u.inputs[scan_info(u).n_carry + scan_info(u).n_xs:])
+                    for u in users.get(id(x), [])):
+                mapping[id(x)] = ops.ragged_matmul(x.inputs[0], x.inputs[1], L)
+    if mapping:
+        for n in nodes:
+            if id(n) in mapping:
+                provenance.inherit(mapping[id(n)], n, since)
+        g = Graph(g.inputs, substitute(g.outputs, mapping, ops.remake))
+        nodes = g.nodes
+        mapping = {}
+    # 3. products with a hinted scan's stacked ys (zero past each length)
+    zero_rows: dict[int, Node] = {}
+    for n in nodes:
+        if n.op is Op.ITEM and n.inputs[0].op is Op.SCAN and \
+                rows.rows_index(n.inputs[0]) is not None and n.ndim == 3 and \
+                n.attr("index") >= scan_info(n.inputs[0]).n_carry and rows.zero_past_length(
+                    n.inputs[0], n.attr("index") - scan_info(n.inputs[0]).n_carry):
+            zero_rows[id(n)] = rows.lengths_input(n.inputs[0])
+    for n in nodes:
+        if n.op is Op.MATMUL and id(n.inputs[0]) in zero_rows and n.inputs[1].ndim == 2:
+            mapping[id(n)] = ops.ragged_matmul(n.inputs[0], n.inputs[1],
+                                               zero_rows[id(n.inputs[0])])
+        elif n.op is Op.TENSORDOT and n.attr("a_axes") == (0, 1) and \
+                n.attr("b_axes") == (0, 1) and n.inputs[0].ndim == 3 and \
+                n.inputs[1].ndim == 3:
+            L = zero_rows.get(id(n.inputs[0]), zero_rows.get(id(n.inputs[1])))
+            if L is not None and L.shape[0] == n.inputs[0].shape[1]:
+                mapping[id(n)] = ops.ragged_tensordot(n.inputs[0], n.inputs[1], L)
+        elif n.op is Op.REDUCE_SUM and n.attr("axes") == (0, 1) and \
+                not n.attr("keepdims", False) and id(n.inputs[0]) in zero_rows:
+            # a bias gradient: sum over the valid rows = ones [T, B, 1] (x) ys over them
+            y = n.inputs[0]
+            ones = ops.full(tuple(y.shape[:2]) + (1,), 1.0, y.dtype)
+            mapping[id(n)] = ops.reshape(ops.ragged_tensordot(ones, y, zero_rows[id(y)]),
+                                         n.shape)
+    if not mapping:
+        return g
+    for n in nodes:
+        if id(n) in mapping:
+            provenance.inherit(mapping[id(n)], n, since)
+    return Graph(g.inputs, substitute(g.outputs, mapping, ops.remake))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -975,6 +1079,7 @@ PIPELINE: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("gate_fusion", gate_fusion),
     ("licm3", licm),
     ("dce2", dce),
+    ("ragged", ragged),
     ("fuse_elementwise", fuse_elementwise),
 ]
 
@@ -1036,6 +1141,7 @@ def pass_names() -> list[str]:
 
 
 __all__ = ["PIPELINE", "optimize", "OptimizeResult", "rewrite", "map_graph", "fold_constants",
-           "simplify", "cse", "licm", "hoist", "sink", "dce", "gate_fusion", "fuse_elementwise",
+           "simplify", "cse", "licm", "hoist", "sink", "dce", "gate_fusion", "ragged",
+           "fuse_elementwise",
            "pass_names",
            "DType"]

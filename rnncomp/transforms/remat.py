@@ -61,7 +61,10 @@ def segment_scan(scan: Node, k: int) -> list[Node]:
     start = ops.mul(s, ops.const(k, DType.i32))
     seg_len = ops.sub(n_o, ops.cast(start, n.dtype))
     attrs = {**dict(scan.attrs), "body": inner_body, "n_carry": nc, "n_xs": nx,
-             "has_length": True, "length": None if X else k, "remat": None}
+             "has_length": True, "length": None if X else k, "remat": None,
+             # the `rows` hint counts active rows from the loop's own step, which is the step
+             # within the segment here: the segmented loop runs masked (same values)
+             "rows": None}
     inner = ops.make(Op.SCAN, *c_o, *x_o, *w_o, start, seg_len, **attrs)
     n_out = len(scan.shape[1])
     outer_body = Graph([s] + c_o + x_o + w_o + [n_o],

@@ -160,6 +160,26 @@ def _one_hot_case(rng):
             lambda x, i: ops.mul(x, ops.one_hot(i, 5, F64)))
 
 
+def _permute_case(rng):
+    return ([_n(rng, 2, 4, 3), np.array([2, 0, 3, 1], np.int32)],
+            lambda x, p: ops.permute(x, p, 1))
+
+
+def _permute_inverse_case(rng):
+    return ([_n(rng, 4, 3), np.array([2, 0, 3, 1], np.int32)],
+            lambda x, p: ops.permute(x, p, 0, inverse=True))
+
+
+def _ragged_matmul_case(rng):
+    return ([_n(rng, 4, 3, 2), _n(rng, 2, 5), np.array([4, 0, 2], np.int32)],
+            lambda a, w, L: ops.ragged_matmul(a, w, L))
+
+
+def _ragged_tensordot_case(rng):
+    return ([_n(rng, 4, 3, 2), _n(rng, 4, 3, 5), np.array([1, 4, 3], np.int32)],
+            lambda a, c, L: ops.ragged_tensordot(a, c, L))
+
+
 def _gather_case(rng):
     return ([_n(rng, 6, 4), np.array([[0, 5, 2], [5, 5, 1]], np.int32)],
             lambda t, i: ops.gather(t, i))
@@ -234,6 +254,9 @@ OP_CASES: dict[Op, list[Callable]] = {
     Op.DIMSIZE: [_dimsize_case],
     Op.GATHER: [_gather_case],
     Op.SCATTER_ADD: [_scatter_add_case],
+    Op.PERMUTE: [_permute_case, _permute_inverse_case],
+    Op.RAGGED_MATMUL: [_ragged_matmul_case],
+    Op.RAGGED_TENSORDOT: [_ragged_tensordot_case],
     Op.SCAN: [_scan_case(), _scan_case(reverse=True), _scan_case(with_length=True)],
     Op.ITEM: [_scan_case()],
 }

@@ -237,3 +237,52 @@ def test_general_scan_with_step_index():
     carry, ys = m({}, X=np.array([1.0, 10.0], np.float32))
     np.testing.assert_array_equal(carry, [7.0, 16.0])  # + 0 + 1 + 2 + 3
     np.testing.assert_array_equal(ys, [[2, 20], [2, 20], [4, 22], [8, 26]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Length-aware execution: the batch is sorted by length and the scan carries the `rows` hint
+# ---------------------------------------------------------------------------------------------
+def _hinted(g) -> list:
+    from rnncomp.ir import rows
+    return [n for n in g.all_nodes() if n.op is Op.SCAN and rows.rows_index(n) is not None]
+
+
+def test_sequence_length_sorts_the_batch_and_hints_the_scan(rng):
+    def fn(X, L):
+        return rc.dynamic_rnn(rc.GRUCell(3), X, sequence_length=L)[0]
+
+    g = rc.Model(fn, {"X": rc.Input((None, 4, 2)), "L": rc.Input((None,), "i32")}).graph
+    assert [n.op for n in g.nodes].count(Op.ARGSORT) == 1 and len(_hinted(g)) == 1
+    assert "rows=" in str(g)
+
+    def literal(lengths):
+        def f(X):
+            return rc.dynamic_rnn(rc.GRUCell(3), X, sequence_length=lengths)[0]
+        return rc.Model(f, {"X": rc.Input((3, 4, 2))}).graph
+
+    done = literal([4, 2, 2])  # already sorted: no sort, still hinted
+    assert Op.ARGSORT not in [n.op for n in done.nodes] and len(_hinted(done)) == 1
+    assert Op.ARGSORT in [n.op for n in literal([2, 4, 2]).nodes]
+
+
+def test_a_cell_mixing_rows_keeps_the_masked_scan(rng):
+    """A cell that reads other rows (here: the batch mean of its state) cannot skip finished
+    rows: no sort, no hint, and the results are those of length_aware=False."""
+    def cell_fn(x, h):
+        W = rc.param("W", (2 + 3, 3), "glorot_uniform")
+        z = rc.tanh(rc.matmul(rc.concat([x, h], axis=1), W))
+        new = z - rc.mean(z, axis=0, keepdims=True)
+        return new, new
+
+    def make(aware):
+        def fn(X, L):
+            cell = rc.FunctionCell(cell_fn, 3, output_size=3, name="mix")
+            return rc.dynamic_rnn(cell, X, sequence_length=L, length_aware=aware)[0]
+        return rc.Model(fn, {"X": rc.Input((None, 4, 2)), "L": rc.Input((None,), "i32")})
+
+    m, ref = make(True), make(False)
+    assert not _hinted(m.graph) and Op.ARGSORT not in [n.op for n in m.graph.nodes]
+    p = m.init(seed=0)
+    X, L = rng.standard_normal((3, 4, 2)).astype(np.float32), np.array([1, 4, 2], np.int32)
+    np.testing.assert_array_equal(m(p, X=X, L=L, backend="interp"),
+                                  ref(p, X=X, L=L, backend="interp"))

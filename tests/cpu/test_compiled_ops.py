@@ -177,6 +177,35 @@ def _gather_case(rng, dt):
             lambda t, i: ops.gather(t, i))
 
 
+def _argsort_case(rng, dt):
+    # ties keep their order (stable), longest first
+    # lengths from a float input (ties: equal values keep their order); the order enters the
+    # loss as a float
+    return ([Inp(np.array([3.0, 5.0, 3.0], dt), ("M",))],
+            lambda x: ops.cast(ops.argsort(ops.cast(x, "i32")), x.dtype))
+
+
+def _permute_case(rng, dt):
+    return ([Inp(_n(rng, dt, 2, 3, 4), (2, "M", 4)), Inp(np.array([2, 0, 1], np.int32), ("M",))],
+            lambda x, p: ops.permute(x, p, 1))
+
+
+def _permute_inverse_case(rng, dt):
+    return ([_n(rng, dt, 4, 3), np.array([2, 0, 3, 1], np.int64)],
+            lambda x, p: ops.permute(x, p, 0, inverse=True))
+
+
+def _ragged_matmul_case(rng, dt):
+    # one step all rows run (a GEMM), then packed rows; a length 0 row
+    return ([Inp(_n(rng, dt, 3, 4, 2), ("N", 4, 2)), _n(rng, dt, 2, 5),
+             np.array([3, 1, 0, 2], np.int32)], lambda a, w, L: ops.ragged_matmul(a, w, L))
+
+
+def _ragged_tensordot_case(rng, dt):
+    return ([_n(rng, dt, 4, 3, 2), _n(rng, dt, 4, 3, 5), np.array([1, 4, 3], np.int32)],
+            lambda a, c, L: ops.ragged_tensordot(a, c, L))
+
+
 def _scatter_add_case(rng, dt):
     return ([Inp(_n(rng, dt, 3, 4), ("M", 4)), Inp(np.array([2, 0, 2], np.int64), ("M",))],
             lambda s, i: ops.scatter_add(s, i, 5))
@@ -289,6 +318,10 @@ CASES: dict[Op, list[Callable]] = {
     Op.ARGMAX: [_argmax_case, _argmax_axis0_case],
     Op.GATHER: [_gather_case],
     Op.SCATTER_ADD: [_scatter_add_case],
+    Op.ARGSORT: [_argsort_case],
+    Op.PERMUTE: [_permute_case, _permute_inverse_case],
+    Op.RAGGED_MATMUL: [_ragged_matmul_case],
+    Op.RAGGED_TENSORDOT: [_ragged_tensordot_case],
     Op.SCAN: [_scan_case(), _scan_case(reverse=True), _scan_case(with_length=True)],
 }
 

@@ -1,0 +1,231 @@
+"""The `rows` hint of a scan: a variable-length batch sorted by length, longest first.
+
+A scan with the attribute `rows=k` promises, for its invariant k (`lengths`, an integer [B]
+array sorted in descending order):
+
+- axis 0 of every carry, every x_t and every y_t is the batch (B rows);
+- a row b at a step t >= lengths[b] is a no-op: its carries are unchanged and its y rows are
+  zero (the body's own masks make it so: dynamic_rnn's select(t < len, new, old));
+- the body is row-separable: row b of every result depends on row b of the per-row values only
+  (no op mixes rows), so the rows can be computed or skipped independently.
+
+The interpreter ignores the hint (the masks keep the semantics). A backend may then compute only
+the active rows [:nb_t] of step t, nb_t = #{b : lengths[b] > t} (non-increasing in t): an uneven
+batch costs its real number of steps.
+
+`classify` checks row separability on a body (the frontend before it sorts a batch, the `ragged`
+pass and the CPU code generator before they rely on the hint); a body that fails it loses the
+hint and runs masked, which is still exact.
+"""
+
+from __future__ import annotations
+
+from .graph import Graph, GroupOp, Node, Op
+from . import ops
+
+R = "R"  # axis 0 is the batch; row b depends on row b of per-row values only
+S0 = "S0"  # no per-row data, and the same along axis 0 (or no axis 0)
+S1 = "S1"  # no per-row data, but may vary along its axis 0 (an invariant: a weight)
+
+
+def rows_index(scan: Node) -> int | None:
+    """The invariant index named by a scan's `rows` hint, or None."""
+    k = scan.attr("rows")
+    return k if isinstance(k, int) and not isinstance(k, bool) else None
+
+
+def _batch(body: Graph, n_carry: int) -> object | None:
+    carries = body.inputs[1:1 + n_carry]
+    if not carries or any(c.ndim < 1 for c in carries):
+        return None
+    b = carries[0].shape[0]
+    return b if all(c.shape[0] == b for c in carries) else None
+
+
+def classify(body: Graph, n_carry: int, n_xs: int, lengths_index: int) -> dict[int, str] | None:
+    """Row classes of the body's nodes (R, S0, S1) by id, or None if the body is not
+    row-separable with invariant `lengths_index` as the sorted lengths (see the module doc)."""
+    B = _batch(body, n_carry)
+    if B is None:
+        return None
+    ins = body.inputs
+    n_inv = len(ins) - 1 - n_carry - n_xs
+    if not 0 <= lengths_index < n_inv:
+        return None
+    lph = ins[1 + n_carry + n_xs + lengths_index]
+    if lph.shape != (B,) or not lph.dtype.is_int:
+        return None
+    cls: dict[int, str] = {id(ins[0]): S0}
+    for k, p in enumerate(ins[1:]):
+        if k < n_carry + n_xs or p is lph:
+            if p.ndim < 1 or p.shape[0] != B:
+                return None
+            cls[id(p)] = R
+        else:
+            cls[id(p)] = S1 if p.ndim >= 1 and p.shape[0] != 1 else S0
+    if not _classify_nodes(body, cls, B):
+        return None
+    for o in body.outputs:
+        if cls.get(id(o)) != R:
+            return None
+    return cls
+
+
+def _classify_nodes(g: Graph, cls: dict[int, str], B) -> bool:
+    for n in g.nodes:
+        if id(n) in cls:
+            continue
+        c = _rule(n, cls, B)
+        if c is None:
+            return False
+        cls[id(n)] = c
+    return True
+
+
+def _shared(n: Node, ins: list[Node], cls: dict[int, str]) -> str:
+    if n.shape == () or n.shape is None:
+        return S0
+    if n.op in GroupOp.Elementwise or n.op is Op.BROADCAST:
+        varies = any(cls[id(i)] == S1 and i.ndim == n.ndim and i.shape[0] == n.shape[0]
+                     for i in ins)
+        return S1 if varies else S0
+    if n.op in (Op.FULL, Op.DIMSIZE):
+        return S0
+    return S1
+
+
+def _rule(n: Node, cls: dict[int, str], B) -> str | None:
+    op = n.op
+    if op is Op.CONST or op is Op.FULL:
+        return S0
+    if op in (Op.INPUT, Op.PARAM, Op.PLACEHOLDER):
+        return S1  # read from outside the body's inputs (a nested body's leaves)
+    ins = list(n.inputs)
+    if op is Op.ITEM:
+        src = ins[0]
+        if src.op is Op.FUSED and id(src) in cls:
+            return cls[id(src)]
+        return S1 if cls.get(id(src)) != R else None
+    kinds = [cls[id(i)] for i in ins]
+    if op is Op.DIMSIZE:
+        return S0
+    if R not in kinds:
+        if op is Op.FUSED:
+            return S1
+        return _shared(n, ins, cls)
+    if op is Op.FUSED:
+        body: Graph = n.attr("body")
+        inner = {id(p): cls[id(i)] for p, i in zip(body.inputs, ins)}
+        if not _classify_nodes(body, inner, B):
+            return None
+        if any(o.shape == () or o.shape[0] != B for o in body.outputs):
+            return None
+        return R
+    if n.shape is None or n.ndim < 1 or n.shape[0] != B:
+        return None
+    if op in GroupOp.Elementwise or op is Op.BROADCAST:
+        for i, k in zip(ins, kinds):
+            if k == R and (i.ndim != n.ndim or i.shape[0] != B):
+                return None
+            if k == S1 and i.ndim == n.ndim and i.shape[0] != 1:
+                return None
+        return R
+    if op is Op.MATMUL:
+        a, w = ins
+        return R if kinds[0] == R and kinds[1] != R and a.ndim >= 2 else None
+    if op in (Op.SLICE, Op.PAD):
+        return R if n.attr("axis") != 0 else None
+    if op is Op.CONCAT:
+        if n.attr("axis") == 0 or S1 in kinds:
+            return None
+        return R
+    if op is Op.RESHAPE:
+        x = ins[0]
+        return R if x.ndim >= 1 and x.shape[0] == B else None
+    if op is Op.TRANSPOSE:
+        return R if n.attr("perm")[0] == 0 else None
+    if op in GroupOp.Reduce:
+        return R if 0 not in n.attr("axes") else None
+    return None  # indexing, contractions over rows, random numbers, nested loops: not per-row
+
+
+def check(scan: Node) -> dict[int, str] | None:
+    """The row classes of a hinted scan's body, or None (no hint, or the body fails)."""
+    k = rows_index(scan)
+    if k is None:
+        return None
+    info = ops.scan_info(scan)
+    if info.n_xs == 0:
+        return None
+    return classify(scan.attr("body"), info.n_carry, info.n_xs, k)
+
+
+def lengths_placeholder(scan: Node) -> Node | None:
+    k = rows_index(scan)
+    if k is None:
+        return None
+    info = ops.scan_info(scan)
+    return scan.attr("body").inputs[1 + info.n_carry + info.n_xs + k]
+
+
+def lengths_input(scan: Node) -> Node | None:
+    """The outer (sorted) lengths a hinted scan reads."""
+    k = rows_index(scan)
+    if k is None:
+        return None
+    info = ops.scan_info(scan)
+    return scan.inputs[info.n_carry + info.n_xs + k]
+
+
+def valid_mask(t: Node, lengths: Node, rank: int) -> Node:
+    """lengths > t, shaped [B, 1, ..., 1] (rank axes) to select rows of [B, ...] values.
+    (Written `lengths > t`, not dynamic_rnn's `t < lengths`: in a reverse loop the forward's
+    own mask arrives as a saved per-step value, and an equal expression would be replaced by
+    it; this one is recognised as a validity mask of the loop itself.)"""
+    m = ops.gt(lengths, ops.cast(t, lengths.dtype))
+    return ops.reshape(m, (lengths.shape[0],) + (1,) * (rank - 1))
+
+
+def mask_rows(t: Node, lengths: Node, y: Node) -> Node:
+    """y with the rows past their length zero (false for bool values)."""
+    zero = ops.const(0, y.dtype)
+    return ops.where(valid_mask(t, lengths, y.ndim), y, zero)
+
+
+def is_valid_mask(n: Node, t: Node, lengths: Node) -> bool:
+    """n is `t < lengths` (reshaped to [B, 1, ...]): true on every active row."""
+    while n.op is Op.RESHAPE and n.shape and n.inputs[0].shape and \
+            n.shape[0] == n.inputs[0].shape[0] and all(d == 1 for d in n.shape[1:]):
+        n = n.inputs[0]
+    if n.op is Op.LT and n.inputs[1] is lengths:
+        a = n.inputs[0]
+    elif n.op is Op.GT and n.inputs[0] is lengths:
+        a = n.inputs[1]
+    else:
+        return False
+    if a.op is Op.CAST:
+        a = a.inputs[0]
+    return a is t
+
+
+def zero_past_length(scan: Node, k: int) -> bool:
+    """The stacked ys k of a hinted scan is zero at the rows past their length: its body
+    output is select(valid, y, 0) (dynamic_rnn's outputs, the reverse loop's results; not the
+    residuals BPTT saves)."""
+    lph = lengths_placeholder(scan)
+    if lph is None:
+        return False
+    body: Graph = scan.attr("body")
+    y = body.outputs[ops.scan_info(scan).n_carry + k]
+    outer: dict[int, Node] = {}
+    if y.op is Op.ITEM and y.inputs[0].op is Op.FUSED:  # after elementwise fusion
+        f = y.inputs[0]
+        outer = {id(p): i for p, i in zip(f.attr("body").inputs, f.inputs)}
+        y = f.attr("body").outputs[y.attr("index")]
+    if y.op is not Op.WHERE or y.inputs[2].op is not Op.CONST or y.inputs[2].attr("value"):
+        return False
+    return is_valid_mask(outer.get(id(y.inputs[0]), y.inputs[0]), body.inputs[0], lph)
+
+
+__all__ = ["rows_index", "classify", "check", "lengths_placeholder", "lengths_input",
+           "valid_mask", "mask_rows", "is_valid_mask", "zero_past_length", "R", "S0", "S1"]
