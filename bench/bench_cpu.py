@@ -9,11 +9,15 @@ What is timed (float32, time-major X[T, B, I], zero initial state):
   rnncomp: ``compile_graph(model_grad_graph(m, wrt=params+["X"], preoptimize=True))``;
   torch: ``loss.backward()`` with ``X.requires_grad``; JAX: ``jit(value_and_grad)``.
 
-Cells: rnn (tanh), lstm (BasicLSTMCell vs nn.LSTM), gru (GRUCell(reset_after=True) vs nn.GRU),
-custom (peephole LSTM: rnncomp ``LSTMCell(use_peepholes=True)``; torch and JAX write the same
-cell in plain ops with the input projection hoisted out of the time loop). Weights are the same
-arrays on all sides (via rnncomp.tools.convert for the torch modules), and the outputs and dX are
-compared once per case (columns "err").
+Cells: rnn (tanh), lstm (BasicLSTMCell), gru (GRUCell(reset_after=True)), gru_tf (GRUCell(),
+TF1's reset-before form), custom (peephole LSTM, ``LSTMCell(use_peepholes=True)``), lnlstm (a
+user-written layer-norm LSTM), zoneout (a user-written zoneout LSTM in training mode).
+Sides: rnncomp; nn = torch.nn.RNN/LSTM/GRU (oneDNN) where one exists; eager = the cell in plain
+torch ops (Python loop, input projection hoisted); jax = jit(lax.scan) with [x_t, h] @ K + b in
+the body (how a user writes it); jax-h = the same with X @ K_x + b hoisted before the scan.
+torch eager and JAX share one definition of each cell (cell_step). Weights are the same arrays
+on all sides (via rnncomp.tools.convert for the torch modules); outputs and dX are compared once
+per case (zoneout excepted: each side draws its own masks). The sides are timed interleaved.
 
 GFLOP/s counts the gate GEMMs only: 2*B*(I+H)*G*H*T forward, 3x that for f+b
 (G = 1/4/3/4 for rnn/lstm/gru/custom). The roofline is one [T*B, I+H] x [I+H, G*H] sgemm
@@ -32,7 +36,7 @@ process start to the first result, and separately import, compile_graph() and th
 
     python bench/bench_cpu.py --quick                # small + mnist, few repeats (< 2 min)
     python bench/bench_cpu.py                        # all configs (< 10 min on a warm cache)
-    python bench/bench_cpu.py --threads 1 2          # 1-thread and 2-thread columns
+    python bench/bench_cpu.py --threads 1 2 --pin    # 1 and 2 threads, pinned to 1 and 2 cores
     python bench/bench_cpu.py --configs medium --cells lstm gru --repeat 9 --json out.json
 
 PyTorch and JAX are optional: without them the tables have rnncomp's columns only (the other
