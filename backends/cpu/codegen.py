@@ -32,7 +32,10 @@ _TYPED_MATH = {Op.SIGMOID: "sigmoid", Op.TANH: "tanh", Op.EXP: "exp", Op.LOG: "l
                Op.RELU: "relu"}
 
 
-JIT_LINE = "@njit(cache=True, error_model='numpy', nogil=True, fastmath={'contract', 'arcp', 'afn'})"
+# no 'arcp' (fastmath.FASTMATH_FLAGS has it): LLVM applies the reciprocal rewrite of x / s
+# differently to a serial loop and to Numba's outlined prange body, so kernels compiled for one
+# and for several threads differed in the last bits wherever a cell divides (a layer norm)
+JIT_LINE = "@njit(cache=True, error_model='numpy', nogil=True, fastmath={'contract', 'afn'})"
 # functions with prange loops: only the explicit prange loops run in parallel (Numba's other
 # automatic parallelizations, e.g. of np.sum, would make results depend on the thread count)
 JIT_LINE_PAR = JIT_LINE[:-1] + (", parallel={'prange': True, 'comprehension': False, "
