@@ -9,11 +9,15 @@ What is timed (float32, time-major X[T, B, I], zero initial state):
   rnncomp: ``compile_graph(model_grad_graph(m, wrt=params+["X"], preoptimize=True))``;
   torch: ``loss.backward()`` with ``X.requires_grad``; JAX: ``jit(value_and_grad)``.
 
-Cells: rnn (tanh), lstm (BasicLSTMCell vs nn.LSTM), gru (GRUCell(reset_after=True) vs nn.GRU),
-custom (peephole LSTM: rnncomp ``LSTMCell(use_peepholes=True)``; torch and JAX write the same
-cell in plain ops with the input projection hoisted out of the time loop). Weights are the same
-arrays on all sides (via rnncomp.tools.convert for the torch modules), and the outputs and dX are
-compared once per case (columns "err").
+Cells: rnn (tanh), lstm (BasicLSTMCell), gru (GRUCell(reset_after=True)), gru_tf (GRUCell(),
+TF1's reset-before form), custom (peephole LSTM, ``LSTMCell(use_peepholes=True)``), lnlstm (a
+user-written layer-norm LSTM), zoneout (a user-written zoneout LSTM in training mode).
+Sides: rnncomp; nn = torch.nn.RNN/LSTM/GRU (oneDNN) where one exists; eager = the cell in plain
+torch ops (Python loop, input projection hoisted); jax = jit(lax.scan) with [x_t, h] @ K + b in
+the body (how a user writes it); jax-h = the same with X @ K_x + b hoisted before the scan.
+torch eager and JAX share one definition of each cell (cell_step). Weights are the same arrays
+on all sides (via rnncomp.tools.convert for the torch modules); outputs and dX are compared once
+per case (zoneout excepted: each side draws its own masks). The sides are timed interleaved.
 
 GFLOP/s counts the gate GEMMs only: 2*B*(I+H)*G*H*T forward, 3x that for f+b
 (G = 1/4/3/4 for rnn/lstm/gru/custom). The roofline is one [T*B, I+H] x [I+H, G*H] sgemm
@@ -32,7 +36,7 @@ process start to the first result, and separately import, compile_graph() and th
 
     python bench/bench_cpu.py --quick                # small + mnist, few repeats (< 2 min)
     python bench/bench_cpu.py                        # all configs (< 10 min on a warm cache)
-    python bench/bench_cpu.py --threads 1 2          # 1-thread and 2-thread columns
+    python bench/bench_cpu.py --threads 1 2 --pin    # 1 and 2 threads, pinned to 1 and 2 cores
     python bench/bench_cpu.py --configs medium --cells lstm gru --repeat 9 --json out.json
 
 PyTorch and JAX are optional: without them the tables have rnncomp's columns only (the other
@@ -62,8 +66,8 @@ CONFIGS = {  # name: (B, I, H, T)
     "large": (64, 1024, 1024, 100),
     "mnist": (150, 28, 150, 28),
 }
-CELLS = ("rnn", "lstm", "gru", "custom")
-GATES = {"rnn": 1, "lstm": 4, "gru": 3, "custom": 4}
+CELLS = ("rnn", "lstm", "gru", "gru_tf", "custom", "lnlstm", "zoneout")
+GATES = {"rnn": 1, "lstm": 4, "gru": 3, "gru_tf": 3, "custom": 4, "lnlstm": 4, "zoneout": 4}
 
 
 def parse_args(argv=None):
@@ -74,6 +78,9 @@ def parse_args(argv=None):
                     help="timed calls per case (median); default 7, 3 for large, 3 with --quick")
     ap.add_argument("--threads", type=int, nargs="+", default=[1],
                     help="thread settings (BLAS, torch, XLA); each in its own subprocess")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin each thread setting's process to its first N cores of this "
+                         "process's affinity set (1 thread: one core, as taskset -c)")
     ap.add_argument("--quick", action="store_true", help="small + mnist, few repeats")
     ap.add_argument("--budget", type=float, default=None,
                     help="max seconds of timed calls per side and case (fewer repeats when a "
@@ -85,6 +92,7 @@ def parse_args(argv=None):
     ap.add_argument("--json", default=None, help="write all results here")
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-cpus", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--compile-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.configs is None:
@@ -196,6 +204,83 @@ def machine_info():
 # ---------------------------------------------------------------------------------------------
 # rnncomp models
 # ---------------------------------------------------------------------------------------------
+LN_EPS = 1e-5
+ZONEOUT = (0.5, 0.05)  # probabilities that a unit of c, of h keeps its previous value
+_USER = {}
+
+
+def user_cells():
+    """The user-written cells (rnncomp.RNNCell subclasses, as a user would write them):
+    a layer-norm LSTM (the one of examples/models.py: layer norm on each gate pre-activation
+    and on c, no bias) and a zoneout LSTM (Krueger et al. 2016; training: each unit of c and h
+    keeps its previous value with probability zc, zh; inference: the expectation)."""
+    if _USER:
+        return _USER
+    import rnncomp as rc
+
+    def layer_norm(x, gain, shift):
+        mu = rc.mean(x, axis=1, keepdims=True)
+        var = rc.mean(rc.square(x - mu), axis=1, keepdims=True)
+        return (x - mu) / rc.sqrt(var + LN_EPS) * gain + shift
+
+    class LayerNormLSTMCell(rc.RNNCell):
+        default_name = "ln_lstm_cell"
+
+        def __init__(self, num_units):
+            super().__init__()
+            self.num_units = num_units
+
+        @property
+        def state_size(self):
+            return rc.LSTMStateTuple(self.num_units, self.num_units)
+
+        @property
+        def output_size(self):
+            return self.num_units
+
+        def call(self, x, state):
+            c, h = state
+            H = self.num_units
+            kernel = self.param("kernel", (x.shape[1] + H, 4 * H))
+            z = rc.matmul(rc.concat([x, h], axis=1), kernel)
+            gates = []
+            for k, part in enumerate(rc.split(z, 4, axis=1)):
+                with rc.variable_scope(f"ln_{'ijfo'[k]}"):
+                    g = self.param("gain", (H,), "ones")
+                    b = self.param("shift", (H,), "zeros")
+                gates.append(layer_norm(part, g, b))
+            i, j, f, o = gates
+            new_c = rc.sigmoid(f + 1.0) * c + rc.sigmoid(i) * rc.tanh(j)
+            with rc.variable_scope("ln_c"):
+                gc = self.param("gain", (H,), "ones")
+                bc = self.param("shift", (H,), "zeros")
+            new_h = rc.sigmoid(o) * rc.tanh(layer_norm(new_c, gc, bc))
+            return new_h, rc.LSTMStateTuple(new_c, new_h)
+
+    class ZoneoutLSTMCell(LayerNormLSTMCell):
+        default_name = "zoneout_lstm_cell"
+
+        def call(self, x, state):
+            c, h = state
+            H = self.num_units
+            zc, zh = ZONEOUT
+            kernel = self.param("kernel", (x.shape[1] + H, 4 * H))
+            bias = self.param("bias", (4 * H,), "zeros")
+            i, j, f, o = rc.split(rc.matmul(rc.concat([x, h], axis=1), kernel) + bias, 4,
+                                  axis=1)
+            new_c = rc.sigmoid(f + 1.0) * c + rc.sigmoid(i) * rc.tanh(j)
+            new_h = rc.sigmoid(o) * rc.tanh(new_c)
+            train = rc.training_flag()
+            c2 = rc.where(train, rc.where(rc.random_uniform_like(new_c) < zc, c, new_c),
+                          zc * c + (1.0 - zc) * new_c)
+            h2 = rc.where(train, rc.where(rc.random_uniform_like(new_h) < zh, h, new_h),
+                          zh * h + (1.0 - zh) * new_h)
+            return h2, rc.LSTMStateTuple(c2, h2)
+
+    _USER.update(lnlstm=LayerNormLSTMCell, zoneout=ZoneoutLSTMCell)
+    return _USER
+
+
 def rc_cell(cell, H):
     import rnncomp as rc
     if cell == "rnn":
@@ -204,8 +289,12 @@ def rc_cell(cell, H):
         return rc.BasicLSTMCell(H)
     if cell == "gru":
         return rc.GRUCell(H, reset_after=True)
+    if cell == "gru_tf":
+        return rc.GRUCell(H)
     if cell == "custom":
         return rc.LSTMCell(H, use_peepholes=True)
+    if cell in ("lnlstm", "zoneout"):
+        return user_cells()[cell](H)
     raise KeyError(cell)
 
 
@@ -235,107 +324,178 @@ def rc_grad_compiled(ml):
 
 
 # ---------------------------------------------------------------------------------------------
-# PyTorch side
+# The cells in plain array ops (PyTorch eager and JAX share this one definition)
 # ---------------------------------------------------------------------------------------------
-def torch_side(cell, I, H, params):
+def kernel_prefixes(cell):
+    return ("gates/", "candidate/") if cell in ("gru", "gru_tf") else ("",)
+
+
+def short_params(params):
+    """rnncomp's parameter names without the 'rnn/<cell name>/' scope: 'kernel',
+    'gates/bias', 'ln_i/gain', ..."""
+    return {k.split("rnn/", 1)[1].split("/", 1)[1]: v for k, v in params.items()}
+
+
+def cell_step(cell, o, P, lin, lin2, state, noise):
+    """One step of `cell` in the array namespace `o` (torch or jax.numpy wrappers).
+    lin(prefix, h): the step's pre-activation of kernel `prefix` ([x, h] @ K + b);
+    lin2(prefix, h): its x part (+ b) and h part separately (GRU reset_after);
+    noise(like): uniform [0, 1) numbers for zoneout. Returns (output, new state)."""
+    sig, tanh = o.sigmoid, o.tanh
+    if cell == "rnn":
+        h = tanh(lin("", state))
+        return h, h
+    if cell in ("gru", "gru_tf"):
+        h = state
+        r, u = o.split(sig(lin("gates/", h)), 2)
+        if cell == "gru":
+            xc, hc = lin2("candidate/", h)
+            c = tanh(xc + r * (hc + P["candidate/recurrent_bias"]))
+        else:
+            c = tanh(lin("candidate/", r * h))
+        h = u * h + (1.0 - u) * c
+        return h, h
+    c, h = state
+    zi, zj, zf, zo = o.split(lin("", h), 4)
+    if cell == "custom":
+        i = sig(zi + P["w_i_diag"] * c)
+        f = sig(zf + 1.0 + P["w_f_diag"] * c)
+        nc = f * c + i * tanh(zj)
+        nh = sig(zo + P["w_o_diag"] * nc) * tanh(nc)
+    elif cell == "lnlstm":
+        def ln(x, s):
+            mu = o.mean(x)
+            d = x - mu
+            return d / o.sqrt(o.mean(d * d) + LN_EPS) * P[s + "/gain"] + P[s + "/shift"]
+        i, j, f, og = (ln(z, f"ln_{k}") for z, k in zip((zi, zj, zf, zo), "ijfo"))
+        nc = sig(f + 1.0) * c + sig(i) * tanh(j)
+        nh = sig(og) * tanh(ln(nc, "ln_c"))
+    else:  # lstm, zoneout
+        nc = sig(zf + 1.0) * c + sig(zi) * tanh(zj)
+        nh = sig(zo) * tanh(nc)
+    if cell == "zoneout":  # training mode
+        zc, zh = ZONEOUT
+        nc = o.where(noise(nc) < zc, c, nc)
+        nh = o.where(noise(nh) < zh, h, nh)
+    return nh, (nc, nh)
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch side: nn.RNN/LSTM/GRU (oneDNN) where one exists, and the eager loop for every cell
+# ---------------------------------------------------------------------------------------------
+def torch_nn(cell, I, H, params):
+    """nn.RNN / nn.LSTM / nn.GRU with rnncomp's weights (None for cells without one)."""
     import torch
 
     from rnncomp import convert
-    t = torch.from_numpy
-    if cell in ("rnn", "lstm", "gru"):
-        if cell == "lstm":
-            m, sd = torch.nn.LSTM(I, H), convert.to_torch_lstm(params)
-        elif cell == "gru":
-            m, sd = torch.nn.GRU(I, H), convert.to_torch_gru(params)
-        else:
-            m, sd = torch.nn.RNN(I, H, nonlinearity="tanh"), convert.to_torch_rnn(params)
-        m.load_state_dict({k: t(v) for k, v in sd.items()})
-        return lambda x: m(x)[0], m
-    # custom: the peephole LSTM in plain torch ops, input projection hoisted
-    p = {k.split("/")[-1]: t(v).clone() for k, v in params.items()}
-    Kx, Kh = p["kernel"][:I].contiguous(), p["kernel"][I:].contiguous()
-    b, wi, wf, wo = p["bias"], p["w_i_diag"], p["w_f_diag"], p["w_o_diag"]
-    ws = [Kx, Kh, b, wi, wf, wo]
+    if cell == "lstm":
+        m, sd = torch.nn.LSTM(I, H), convert.to_torch_lstm(params)
+    elif cell == "gru":
+        m, sd = torch.nn.GRU(I, H), convert.to_torch_gru(params)
+    elif cell == "rnn":
+        m, sd = torch.nn.RNN(I, H, nonlinearity="tanh"), convert.to_torch_rnn(params)
+    else:
+        return None
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+    return lambda x: m(x)[0], m
+
+
+def torch_eager(cell, I, H, params):
+    """The cell in plain torch ops, a Python loop over time, input projection (with bias)
+    hoisted out of the loop as one addmm."""
+    import types
+
+    import torch
+    o = types.SimpleNamespace(
+        sigmoid=torch.sigmoid, tanh=torch.tanh, sqrt=torch.sqrt, where=torch.where,
+        split=lambda z, n: z.chunk(n, 1), mean=lambda x: x.mean(1, keepdim=True))
     mod = torch.nn.Module()
-    for k, w in enumerate(ws):
-        mod.register_parameter(f"p{k}", torch.nn.Parameter(w))
-    ws = list(mod.parameters())
+    P = {}
+    for k, v in short_params(params).items():
+        p = torch.nn.Parameter(torch.from_numpy(v).clone())
+        mod.register_parameter(k.replace("/", "__"), p)
+        P[k] = p
+    pre = kernel_prefixes(cell)
 
     def run(X):
-        Kx, Kh, b, wi, wf, wo = ws
         T, B, _ = X.shape
-        XW = torch.addmm(b, X.reshape(T * B, I), Kx).reshape(T, B, 4 * H)
-        h = X.new_zeros(B, H)
-        c = X.new_zeros(B, H)
+        X2 = X.reshape(T * B, I)
+        XW, Kh = {}, {}
+        for p in pre:
+            K, b = P[p + "kernel"], P.get(p + "bias")
+            xw = X2 @ K[:I] if b is None else torch.addmm(b, X2, K[:I])
+            XW[p], Kh[p] = xw.reshape(T, B, -1), K[I:]
+        z = X.new_zeros(B, H)
+        state = z if cell in ("rnn", "gru", "gru_tf") else (z, z)
         outs = []
         for s in range(T):
-            z = torch.addmm(XW[s], h, Kh)
-            zi, zj, zf, zo = z.chunk(4, 1)
-            i = torch.sigmoid(zi + wi * c)
-            f = torch.sigmoid(zf + 1.0 + wf * c)
-            c = f * c + i * torch.tanh(zj)
-            o = torch.sigmoid(zo + wo * c)
-            h = o * torch.tanh(c)
-            outs.append(h)
+            out, state = cell_step(
+                cell, o, P, lambda p, h: torch.addmm(XW[p][s], h, Kh[p]),
+                lambda p, h: (XW[p][s], h @ Kh[p]), state, torch.rand_like)
+            outs.append(out)
         return torch.stack(outs)
 
     return run, mod
 
 
 # ---------------------------------------------------------------------------------------------
-# JAX side (lax.scan, input projection hoisted)
+# JAX side: jit of lax.scan, two formulations
 # ---------------------------------------------------------------------------------------------
-def jax_side(cell, I, H, params):
+def jax_side(cell, I, H, params, form):
+    """form "concat": the cell as a user writes it, [x_t, h] @ K + b inside the scan body;
+    form "hoisted": X @ K[:I] + b for all steps before the scan, h @ K[I:] inside it.
+    Returns (params, jit forward, jit value_and_grad w.r.t. params and X)."""
+    import types
+
     import jax
     import jax.numpy as jnp
     from jax import lax
 
-    P = {k.split("rnn/", 1)[1].split("/", 1)[1]: jnp.asarray(v) for k, v in params.items()}
-    sig = jax.nn.sigmoid
+    o = types.SimpleNamespace(
+        sigmoid=jax.nn.sigmoid, tanh=jnp.tanh, sqrt=jnp.sqrt, where=jnp.where,
+        split=lambda z, n: jnp.split(z, n, axis=1),
+        mean=lambda x: jnp.mean(x, axis=1, keepdims=True))
+    P = {k: jnp.asarray(v) for k, v in short_params(params).items()}
+    pre = kernel_prefixes(cell)
+    key0 = jax.random.PRNGKey(0)
 
     def run(P, X):
         T, B, _ = X.shape
-        h0 = jnp.zeros((B, H), X.dtype)
-        if cell == "rnn":
-            XW = X @ P["kernel"][:I] + P["bias"]
-            Kh = P["kernel"][I:]
+        z = jnp.zeros((B, H), X.dtype)
+        init = z if cell in ("rnn", "gru", "gru_tf") else (z, z)
 
-            def step(h, xw):
-                h = jnp.tanh(xw + h @ Kh)
-                return h, h
-            return lax.scan(step, h0, XW)[1]
-        if cell in ("lstm", "custom"):
-            XW = X @ P["kernel"][:I] + P["bias"]
-            Kh = P["kernel"][I:]
+        def bias(p):
+            return P.get(p + "bias", 0.0)
 
-            def step(ch, xw):
-                c, h = ch
-                zi, zj, zf, zo = jnp.split(xw + h @ Kh, 4, axis=1)
-                if cell == "custom":
-                    i = sig(zi + P["w_i_diag"] * c)
-                    f = sig(zf + 1.0 + P["w_f_diag"] * c)
-                    c = f * c + i * jnp.tanh(zj)
-                    o = sig(zo + P["w_o_diag"] * c)
-                else:
-                    c = sig(zf + 1.0) * c + sig(zi) * jnp.tanh(zj)
-                    o = sig(zo)
-                h = o * jnp.tanh(c)
-                return (c, h), h
-            return lax.scan(step, (h0, h0), XW)[1]
-        # gru, reset_after=True
-        gk, gb = P["gates/kernel"], P["gates/bias"]
-        ck, cb, rb = P["candidate/kernel"], P["candidate/bias"], P["candidate/recurrent_bias"]
-        XW = X @ jnp.concatenate([gk[:I], ck[:I]], 1) + jnp.concatenate([gb, cb])
-        Kh = jnp.concatenate([gk[I:], ck[I:]], 1)
+        if form == "hoisted":
+            xs = ({p: X @ P[p + "kernel"][:I] + bias(p) for p in pre}, jnp.arange(T))
+        else:
+            xs = (X, jnp.arange(T))
 
-        def step(h, xw):
-            hw = h @ Kh
-            ru = sig(xw[:, :2 * H] + hw[:, :2 * H])
-            r, u = ru[:, :H], ru[:, H:]
-            c = jnp.tanh(xw[:, 2 * H:] + r * (hw[:, 2 * H:] + rb))
-            h = u * h + (1.0 - u) * c
-            return h, h
-        return lax.scan(step, h0, XW)[1]
+        def step(state, xt):
+            x, t = xt
+            if form == "hoisted":
+                def lin(p, h):
+                    return x[p] + h @ P[p + "kernel"][I:]
+
+                def lin2(p, h):
+                    return x[p], h @ P[p + "kernel"][I:]
+            else:
+                def lin(p, h):
+                    return jnp.concatenate([x, h], axis=1) @ P[p + "kernel"] + bias(p)
+
+                def lin2(p, h):
+                    K = P[p + "kernel"]
+                    return x @ K[:I] + bias(p), h @ K[I:]
+            keys = iter(jax.random.split(jax.random.fold_in(key0, t), 2))
+
+            def noise(like):
+                return jax.random.uniform(next(keys), like.shape, like.dtype)
+
+            out, state = cell_step(cell, o, P, lin, lin2, state, noise)
+            return state, out
+
+        return lax.scan(step, init, xs)[1]
 
     fwd = jax.jit(run)
 
@@ -347,7 +507,7 @@ def jax_side(cell, I, H, params):
 
 
 # ---------------------------------------------------------------------------------------------
-# One case: config x cell, all sides
+# One case: config x cell, all sides interleaved
 # ---------------------------------------------------------------------------------------------
 def gemm_roofline(B, I, H, T, G, rep):
     np = _np()
@@ -367,31 +527,49 @@ def gemm_roofline(B, I, H, T, G, rep):
     return ms, f / ms, cpu, f / cpu
 
 
-def _torch_case(r, cell, I, H, params, X, R, y_rc, dX_rc, rep, budget, log):
-    """The PyTorch side of one case: its times into r, its outputs compared with rnncomp's."""
-    np = _np()
-    import torch
+def time_interleaved(sides, rep, budget):
+    """{side: (median wall ms, median CPU ms, calls timed, first-call s)} for the callables in
+    `sides`, timed in rounds: every round calls each side once (the starting side rotates),
+    so load changes hit all sides alike. The first call of each (JIT compile) is not timed; a
+    second call estimates the slowest side, and the rounds are cut so that the slowest side's
+    timed calls take about `budget` seconds (when one call already exceeds it, the second call
+    is the measurement)."""
+    names = list(sides)
+    first, est = {}, {}
+    for k in names:
+        t0 = time.perf_counter()
+        sides[k]()
+        first[k] = time.perf_counter() - t0
+    ts = {k: [] for k in names}
+    cs = {k: [] for k in names}
+    for k in names:
+        t0, c0 = time.perf_counter(), time.process_time()
+        sides[k]()
+        est[k] = (time.perf_counter() - t0, time.process_time() - c0)
+    slowest = max(e[0] for e in est.values())
+    n = max(1, min(rep, int(budget / max(slowest, 1e-9))))
+    if slowest > budget:
+        for k in names:
+            ts[k].append(est[k][0])
+            cs[k].append(est[k][1])
+        n = 0
+    for r in range(n):
+        for j in range(len(names)):
+            k = names[(r + j) % len(names)]
+            t, c = time.perf_counter(), time.process_time()
+            sides[k]()
+            cs[k].append(time.process_time() - c)
+            ts[k].append(time.perf_counter() - t)
 
-    fn, mod = torch_side(cell, I, H, params)
-    xt, Rt = torch.from_numpy(X), torch.from_numpy(R)
-    with torch.no_grad():
-        (r["torch_fwd_ms"], r["torch_fwd_cpu_ms"], r["torch_fwd_n"],
-         _) = med_times(lambda: fn(xt), rep, budget)
-        y_t = fn(xt).numpy()
-    xg = xt.clone().requires_grad_(True)
+    def med(v):
+        v = sorted(v)
+        m = len(v)
+        return v[m // 2] if m % 2 else (v[m // 2 - 1] + v[m // 2]) / 2
 
-    def tfb():
-        mod.zero_grad(set_to_none=True)
-        xg.grad = None
-        (fn(xg) * Rt).sum().backward()
+    return {k: (med(ts[k]) * 1e3, med(cs[k]) * 1e3, len(ts[k]), first[k]) for k in names}
 
-    r["torch_fb_ms"], r["torch_fb_cpu_ms"], r["torch_fb_n"], _ = med_times(tfb, rep, budget)
-    tfb()
-    r["err_fwd_torch"] = float(np.max(np.abs(y_rc - y_t)))
-    r["err_dX_torch"] = float(np.max(np.abs(dX_rc - xg.grad.numpy())) /
-                              max(1e-30, float(np.max(np.abs(xg.grad.numpy())))))
-    log(f"  torch    fwd {r['torch_fwd_ms']:9.2f} ms  f+b {r['torch_fb_ms']:9.2f} ms   "
-        f"max|y diff| {r['err_fwd_torch']:.1e}  dX rel {r['err_dX_torch']:.1e}")
+
+SIDES = ("rc", "nn", "eager", "jax", "jaxh")  # rnncomp, torch nn.*, torch eager, JAX x2
 
 
 def run_case(cfg, cell, rep, budget, use_jax, log, use_torch=True):
@@ -406,47 +584,74 @@ def run_case(cfg, cell, rep, budget, use_jax, log, use_torch=True):
     params = mf.init(seed=0)
     r = {"config": cfg, "cell": cell, "B": B, "I": I, "H": H, "T": T, "G": G,
          "gflop_fwd": gflop, "gflop_fb": 3 * gflop}
+    training = cell == "zoneout"  # zoneout: the training mode (random masks)
 
     # rnncomp
-    args_f = mf.arguments(params, {"X": X})
+    args_f = mf.arguments(params, {"X": X}, training)
     t0 = time.perf_counter()
     cf = mf.compile("cpu")
     r["rc_compile_graph_fwd_s"] = time.perf_counter() - t0
-    (r["rc_fwd_ms"], r["rc_fwd_cpu_ms"], r["rc_fwd_n"],
-     r["rc_fwd_first_s"]) = med_times(lambda: cf(*args_f), rep, budget)
-    args_l = ml.arguments(params, {"X": X, "R": R})
+    args_l = ml.arguments(params, {"X": X, "R": R}, training)
     t0 = time.perf_counter()
     cg, wrt = rc_grad_compiled(ml)
     r["rc_compile_graph_fb_s"] = time.perf_counter() - t0
-    (r["rc_fb_ms"], r["rc_fb_cpu_ms"], r["rc_fb_n"],
-     r["rc_fb_first_s"]) = med_times(lambda: cg(*args_l), rep, budget)
-    log(f"  rnncomp  fwd {r['rc_fwd_ms']:9.2f} ms (n={r['rc_fwd_n']}, first call "
-        f"{r['rc_fwd_first_s']:.1f} s)  f+b {r['rc_fb_ms']:9.2f} ms (n={r['rc_fb_n']}, first "
-        f"{r['rc_fb_first_s']:.1f} s)")
-    y_rc = cf(*args_f)[0]
-    outs = cg(*args_l)
-    dX_rc = outs[1 + wrt.index("X")]
+    fwd = {"rc": lambda: cf(*args_f)}
+    fb = {"rc": lambda: cg(*args_l)}
+    check = {}  # side: (y, dX) for the comparison with rnncomp
 
-    # torch
     if use_torch:
-        _torch_case(r, cell, I, H, params, X, R, y_rc, dX_rc, rep, budget, log)
+        import torch
+        xt, Rt = torch.from_numpy(X), torch.from_numpy(R)
+        for side, made in (("nn", torch_nn(cell, I, H, params)),
+                           ("eager", torch_eager(cell, I, H, params))):
+            if made is None:
+                continue
+            fn, mod = made
+            xg = xt.clone().requires_grad_(True)
 
-    # jax
+            def tf(fn=fn):
+                with torch.no_grad():
+                    return fn(xt)
+
+            def tfb(fn=fn, mod=mod, xg=xg):
+                mod.zero_grad(set_to_none=True)
+                xg.grad = None
+                (fn(xg) * Rt).sum().backward()
+                return xg.grad
+
+            fwd[side], fb[side] = tf, tfb
+            check[side] = (lambda tf=tf: tf().numpy(), lambda tfb=tfb: tfb().numpy())
     if use_jax:
         import jax
-        P, jf, jfb = jax_side(cell, I, H, params)
         Xj, Rj = jax.numpy.asarray(X), jax.numpy.asarray(R)
-        (r["jax_fwd_ms"], r["jax_fwd_cpu_ms"], r["jax_fwd_n"],
-         r["jax_fwd_first_s"]) = med_times(lambda: jf(P, Xj).block_until_ready(), rep, budget)
-        (r["jax_fb_ms"], r["jax_fb_cpu_ms"], r["jax_fb_n"], r["jax_fb_first_s"]) = med_times(
-            lambda: jax.block_until_ready(jfb(P, Xj, Rj)), rep, budget)
-        r["err_fwd_jax"] = float(np.max(np.abs(y_rc - np.asarray(jf(P, Xj)))))
-        log(f"  jax      fwd {r['jax_fwd_ms']:9.2f} ms  f+b {r['jax_fb_ms']:9.2f} ms   "
-            f"max|y diff| {r['err_fwd_jax']:.1e}")
+        for side, form in (("jax", "concat"), ("jaxh", "hoisted")):
+            P, jf, jfb = jax_side(cell, I, H, params, form)
+            fwd[side] = lambda jf=jf, P=P: jf(P, Xj).block_until_ready()
+            fb[side] = lambda jfb=jfb, P=P: jax.block_until_ready(jfb(P, Xj, Rj))
+            check[side] = (lambda jf=jf, P=P: np.asarray(jf(P, Xj)),
+                           lambda jfb=jfb, P=P: np.asarray(jfb(P, Xj, Rj)[1][1]))
+
+    for mode, sides in (("fwd", fwd), ("fb", fb)):
+        for side, (ms, cpu, n, first) in time_interleaved(sides, rep, budget).items():
+            r[f"{side}_{mode}_ms"], r[f"{side}_{mode}_cpu_ms"] = ms, cpu
+            r[f"{side}_{mode}_n"], r[f"{side}_{mode}_first_s"] = n, first
+    log("  " + "  ".join(f"{s} fwd {r[f'{s}_fwd_ms']:.2f} f+b {r[f'{s}_fb_ms']:.2f} ms"
+                         for s in SIDES if f"{s}_fwd_ms" in r))
+    if not training:  # zoneout's masks come from each side's own generator: no comparison
+        y_rc = cf(*args_f)[0]
+        dX_rc = cg(*args_l)[1 + wrt.index("X")]
+        errs = []
+        for side, (fy, fdx) in check.items():
+            y, dx = fy(), fdx()
+            r[f"err_fwd_{side}"] = float(np.max(np.abs(y_rc - y)))
+            r[f"err_dX_{side}"] = float(np.max(np.abs(dX_rc - dx)) /
+                                        max(1e-30, float(np.max(np.abs(dx)))))
+            errs.append(f"{side} {r[f'err_fwd_{side}']:.1e}/{r[f'err_dX_{side}']:.1e}")
+        log("  max|y diff| / dX rel diff vs rnncomp: " + ", ".join(errs))
 
     r["roof_ms"], r["roof_gflops"], r["roof_cpu_ms"], r["roof_cpu_gflops"] = gemm_roofline(
         B, I, H, T, G, rep)
-    for side in ("rc", "torch", "jax"):
+    for side in SIDES:
         for mode, gf in (("fwd", gflop), ("fb", 3 * gflop)):
             for clock in ("", "_cpu"):
                 k = f"{side}_{mode}{clock}_ms"
@@ -610,6 +815,8 @@ def compile_times(threads, modes=(("fb", "lstm"), ("fwd", "lstm")), quick=False)
 # ---------------------------------------------------------------------------------------------
 def worker(a):
     threads = a.worker
+    if a.worker_cpus:  # before numpy / BLAS / torch start their threads
+        os.sched_setaffinity(0, {int(c) for c in a.worker_cpus.split(",")})
     np = _np()
     import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS: numba's np.dot uses it)
     try:
@@ -635,6 +842,7 @@ def worker(a):
         print(s, flush=True)
 
     out = {"threads": threads, "machine": machine_info(), "blas": blas_info(),
+           "cpus": sorted(os.sched_getaffinity(0)),
            "jax": jax_note or "lax.scan under jit", "cases": [], "load": [os.getloadavg()],
            "torch": torch.__version__ if torch is not None else None}
     log(f"[threads={threads}] load {os.getloadavg()}  torch "
@@ -675,36 +883,101 @@ def fmt(x, nd=1):
 
 
 def table(results, clock=""):
-    """Markdown table: one row per (config, cell, mode); thread settings side by side.
-    clock "" = wall time, "_cpu" = process CPU time."""
-    by = {}
+    """Markdown table: one row per (threads, config, cell, mode).
+    clock "" = wall time, "_cpu" = process CPU time. "x S" = S's time / rnncomp's time."""
+    hdr = ["threads", "config", "cell", "mode", "rnncomp ms", "GFLOP/s", "%roof",
+           "nn ms", "x nn", "eager ms", "x eager", "jax ms", "x jax", "jax-h ms", "x jax-h"]
+    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
     for w in results:
         for c in w["cases"]:
-            by.setdefault((c["config"], c["cell"]), {})[w["threads"]] = c
-    ths = [w["threads"] for w in results]
-    hdr = ["config", "cell", "mode"]
-    for t in ths:
-        sfx = f" ({t}T)" if len(ths) > 1 else ""
-        hdr += [f"rnncomp ms{sfx}", f"GFLOP/s{sfx}", f"%roof{sfx}", f"torch ms{sfx}",
-                f"x torch{sfx}", f"jax ms{sfx}", f"x jax{sfx}"]
-    lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
-    for (cfg, cell), d in by.items():
-        for mode, label in (("fwd", "fwd"), ("fb", "f+b")):
-            row = [cfg, cell, label]
-            for t in ths:
-                c = d.get(t, {})
-                if "error" in c or not c:
-                    row += ["err"] + ["-"] * 6
+            for mode, label in (("fwd", "fwd"), ("fb", "f+b")):
+                row = [str(w["threads"]), c["config"], c["cell"], label]
+                if "error" in c:
+                    lines.append("| " + " | ".join(row + ["error"] + ["-"] * 10) + " |")
                     continue
-                ours = c.get(f"rc_{mode}{clock}_ms")
-                tor = c.get(f"torch_{mode}{clock}_ms")
-                jx = c.get(f"jax_{mode}{clock}_ms")
-                gfs = c.get(f"rc_{mode}{clock}_gflops")
-                roof = c[f"roof{clock}_gflops"]
-                row += [fmt(ours, 2), fmt(gfs), f"{100 * gfs / roof:.0f}%",
-                        fmt(tor, 2), f"{tor / ours:.2f}x" if tor else "-",
-                        fmt(jx, 2), f"{jx / ours:.2f}x" if jx else "-"]
-            lines.append("| " + " | ".join(row) + " |")
+                ours = c[f"rc_{mode}{clock}_ms"]
+                gfs = c[f"rc_{mode}{clock}_gflops"]
+                row += [fmt(ours, 2), fmt(gfs), f"{100 * gfs / c[f'roof{clock}_gflops']:.0f}%"]
+                for side in SIDES[1:]:
+                    t = c.get(f"{side}_{mode}{clock}_ms")
+                    row += [fmt(t, 2), f"{t / ours:.2f}x" if t else "-"]
+                lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _case(results, threads, cfg, cell):
+    for w in results:
+        if w["threads"] == threads:
+            for c in w["cases"]:
+                if c["config"] == cfg and c["cell"] == cell and "error" not in c:
+                    return c
+    return None
+
+
+def goals(results, clock=""):
+    """The performance goals, each judged on every config and thread setting measured:
+    [(goal, [(where, value, met)])]. JAX is the faster of its two formulations."""
+    out = []
+
+    def ratio(c, side, mode):
+        ours = c.get(f"rc_{mode}{clock}_ms")
+        if side == "jax":
+            ts = [c[k] for k in (f"jax_{mode}{clock}_ms", f"jaxh_{mode}{clock}_ms") if k in c]
+            t = min(ts) if ts else None
+        else:
+            t = c.get(f"{side}_{mode}{clock}_ms")
+        return t / ours if t and ours else None
+
+    ths = sorted({w["threads"] for w in results})
+    cfgs = [cf for cf in CONFIGS if any(c["config"] == cf for w in results for c in w["cases"])]
+    spec = []
+    for cell in ("lnlstm", "custom", "gru", "gru_tf", "zoneout"):
+        spec += [(f"{cell} fwd >= 1.3x JAX jit", cell, "jax", "fwd", 1.3),
+                 (f"{cell} f+b >= 2x JAX jit", cell, "jax", "fb", 2.0),
+                 (f"{cell} f+b >= 2.5x PyTorch eager", cell, "eager", "fb", 2.5)]
+    spec += [("lstm fwd >= 1.1x nn.LSTM", "lstm", "nn", "fwd", 1.1),
+             ("lstm f+b >= 1.5x nn.LSTM", "lstm", "nn", "fb", 1.5),
+             ("gru f+b >= 2x nn.GRU", "gru", "nn", "fb", 2.0),
+             ("rnn f+b >= 2x nn.RNN", "rnn", "nn", "fb", 2.0)]
+    for goal, cell, side, mode, want in spec:
+        rows = []
+        for th in ths:
+            for cf in cfgs:
+                c = _case(results, th, cf, cell)
+                v = ratio(c, side, mode) if c else None
+                if v is not None:
+                    rows.append((f"{cf} {th}T", f"{v:.2f}x", v >= want))
+        out.append((goal, rows))
+    rows = []
+    for cf in cfgs:
+        c1, c2 = _case(results, 1, cf, "lstm"), _case(results, 2, cf, "lstm")
+        if c1 and c2:
+            v = c1["rc_fb_ms"] / c2["rc_fb_ms"]  # wall time: CPU time sums the threads
+            rows.append((cf, f"{v:.2f}x", v >= 1.6))
+    out.append(("lstm f+b: 2 threads >= 1.6x 1 thread (wall)", rows))
+    for mode in ("fwd", "fb"):
+        rows = []
+        for th in ths:
+            for cell in CELLS:
+                c = _case(results, th, "large", cell)
+                if c:
+                    v = c[f"rc_{mode}{clock}_gflops"] / c[f"roof{clock}_gflops"]
+                    rows.append((f"{cell} {th}T", f"{100 * v:.0f}%", v >= 0.85))
+        out.append((f"large {'f+b' if mode == 'fb' else mode} >= 85% of the GEMM roofline",
+                    rows))
+    return out
+
+
+def goals_table(results, clock=""):
+    lines = ["| goal | measured | verdict |", "|---|---|---|"]
+    for goal, rows in goals(results, clock):
+        if not rows:
+            lines.append(f"| {goal} | not measured | - |")
+            continue
+        met = sum(1 for r in rows if r[2])
+        verdict = "**met**" if met == len(rows) else "**not met**" if not met else \
+            f"**met {met} of {len(rows)}**"
+        lines.append(f"| {goal} | {', '.join(f'{w}: {v}' for w, v, _ in rows)} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -744,12 +1017,24 @@ def main(argv=None):
         return
     t_all = time.time()
     load0 = os.getloadavg()
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if os.environ.get(var):
+            print(f"note: {var}={os.environ[var]} is set: it chooses OpenBLAS's kernel / "
+                  f"blocking and can halve its speed; run with `env -u {var}` for the numbers "
+                  f"users get (the BLAS line below names the kernel that ran)")
     results = []
     for th in a.threads:
         fd, tmp = tempfile.mkstemp(prefix="bench_cpu_", suffix=".json")
         os.close(fd)
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", str(th), "--worker-out",
                tmp, "--configs", *a.configs, "--cells", *a.cells, "--budget", str(a.budget)]
+        if a.pin:
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) < th:
+                print(f"--pin: {th} threads need {th} cores, this process may use {cpus}",
+                      file=sys.stderr)
+                continue
+            cmd += ["--worker-cpus", ",".join(str(c) for c in cpus[:th])]
         if a.repeat:
             cmd += ["--repeat", str(a.repeat)]
         for flag in ("quick", "no_jax", "no_profile"):
@@ -783,7 +1068,7 @@ def main(argv=None):
             blas = "; ".join(f"{b['internal_api']} {b['version']} {b['architecture']} "
                              f"threads={b['num_threads']} ({os.path.basename(b['filepath'])})"
                              for b in blas)
-        print(f"BLAS (threads={w['threads']}): {blas}")
+        print(f"BLAS (threads={w['threads']}, cpus {w.get('cpus')}): {blas}")
         print(f"jax: {w['jax']}; load during worker: "
               f"{[round(x[0], 1) for x in w['load']]}")
     print()
@@ -793,7 +1078,9 @@ def main(argv=None):
     if missing:
         print(f"rnncomp columns only: {' and '.join(missing)} not installed (pip install "
               f"{' '.join(missing)} adds {'their' if len(missing) > 1 else 'its'} columns)")
-    print("ratios: x torch = torch ms / rnncomp ms (> 1: rnncomp faster); same for x jax")
+    print("ratios: x S = S ms / rnncomp ms (> 1: rnncomp faster); nn = torch.nn.RNN/LSTM/GRU, "
+          "eager = the cell in torch ops (Python loop), jax = jit(lax.scan) with [x, h] @ K "
+          "in the body, jax-h = the same with X @ K_x hoisted before the scan")
     print("wall time (median):")
     print(table(results))
     print()
@@ -801,6 +1088,12 @@ def main(argv=None):
     print(table(results, "_cpu"))
     print()
     print(roof_table(results))
+    print()
+    print("goals (wall time):")
+    print(goals_table(results))
+    print()
+    print("goals (process CPU time):")
+    print(goals_table(results, "_cpu"))
     if ct:
         print()
         print(compile_table(ct))

@@ -74,7 +74,9 @@ class CompiledCpu(CompiledGraph):
 def compile_optimized(graph: Graph, opt: OptimizeResult, *, timings: dict[str, float],
                       cache=None, always_compile: bool | None = None) -> CompiledCpu:
     t0 = time.perf_counter()
-    source = codegen.render(opt.graph)
+    # with more than one thread the fused loops run in parallel over their rows; the choice is
+    # part of the source (and so of the cache key), made when the kernel is compiled
+    source = codegen.render(opt.graph, parallel=threads.get_num_threads() > 1)
     timings["render"] = time.perf_counter() - t0
     key = kernel_cache.key("cpu", pformat(opt.graph), source, code_files=CODE_FILES)
     t0 = time.perf_counter()

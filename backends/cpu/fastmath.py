@@ -24,7 +24,8 @@ How to use from generated code
   dispatch on the argument type at compile time.
 * Compile the *calling* kernel with ``error_model='numpy'`` (otherwise every
   float division gets a ZeroDivisionError check that blocks vectorization)
-  and with ``fastmath=KERNEL_FASTMATH`` (``{'contract', 'arcp', 'afn'}``).
+  and with ``fastmath=KERNEL_FASTMATH`` (``{'contract', 'arcp', 'afn'}``); the generated
+  kernels leave out ``'arcp'`` (codegen.JIT_LINE: it made parallel and serial kernels differ).
   Do NOT use ``fastmath=True`` if NaN/inf must propagate: it adds ``nnan``/
   ``ninf`` which lets LLVM rewrite the NaN-propagating clamps below.
   The functions are ``inline='always'`` (inlined at Numba-IR level), so the

@@ -6,9 +6,13 @@ import numpy as np
 from numba import njit
 
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
+# sums may be reassociated: LLVM then vectorizes them (a serial float chain costs its add
+# latency per element: 8 us instead of 0.7 us for a [64, 256] row sum); NaN and inf keep their
+# meaning (no 'nnan' / 'ninf')
+_SUM = dict(_JIT, fastmath={"reassoc", "contract"})
 
 
-@njit(**_JIT)
+@njit(**_SUM)
 def rowsum(x2):
     m, n = x2.shape
     out = np.zeros(m, x2.dtype)
@@ -20,7 +24,7 @@ def rowsum(x2):
     return out
 
 
-@njit(**_JIT)
+@njit(**_SUM)
 def colsum(x2):
     m, n = x2.shape
     out = np.zeros(n, x2.dtype)
