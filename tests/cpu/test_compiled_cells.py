@@ -2,16 +2,18 @@
 the interpreter, the independent NumPy oracle (tests/reference_cells.py) and PyTorch where
 torch.nn has the cell; gradients also against finite differences taken on the compiled backend.
 
-A compile is the expensive part, so a dynamic-unroll compile holds several cells side by side:
-the "loss model" of tests/helpers.py (loss = sum over cells of sum(out * R) +
-sum_k sum(tanh(s_k) * Q_k)), and `value_and_grad(backend="cpu")` compiles ONE graph (forward
-outputs + every parameter gradient) per configuration, reused by every test here (training and
-inference mode are inputs of that graph, and the Trainer reuses it too):
+A compile is the expensive part, so every compile holds several cells side by side: the "loss
+model" of tests/helpers.py (loss = sum over cells of sum(out * R) + sum_k sum(tanh(s_k) * Q_k)),
+and `value_and_grad(backend="cpu")` compiles ONE graph (forward outputs + every parameter
+gradient) per configuration, built once per session and reused by every test here (training and
+inference mode are inputs of that graph, and the Trainer reuses it too). The cells come in two
+groups of five (A, B): compile time grows faster than linearly with the size of a graph, so two
+graphs of five cells compile faster than one of ten, and far faster than ten of one.
 
-- every cell in (dynamic, with sequence_length, f64) (two compiles of five cells each) and
-  (static, without, f32) (one compile per cell);
-- LSTM and GRU (reset_after) also in (dynamic, without, f32) (one compile) and (static, with,
-  f64);
+- every cell in (dynamic, with sequence_length, f64) and (static, without, f32): two compiles
+  each (groups A and B);
+- LSTM and GRU (reset_after) also in (dynamic, without, f32) and (static, with, f64): one
+  compile each;
 - the inference path (`m(params, backend="cpu")`, no autodiff) on one model holding every cell,
   (dynamic, with, f32) and (dynamic, without, f64).
 sequence_length is [0, T, 2]: an empty, a full and a partial sequence.
@@ -39,17 +41,17 @@ B, T, I = 3, 3, 2
 SEED = 11
 LENGTHS = [0, T, 2]
 RTOL = {"f32": 2e-5, "f64": 1e-11}
-# Cells per compile. Dynamic unrolls: several cells in one graph (5 cells cost about 3.7x one
-# cell's compile time, measured in CPU seconds). Static unrolls are straight-line code whose
-# compile time grows faster than linearly (2 cells: 2.5x one), so they stay one cell per compile.
+# Cells per compile: five (5 cells cost about 3.5x one cell's compile time, 10 cells about 2.8x
+# five, measured in CPU seconds). Static unrolls are rerolled into the same scans (rnncomp's
+# reroll pass), so they group the same way.
 GROUP_A = ("rnn_tanh", "rnn_relu", "basic_lstm", "lstm_peep", "gru_before")
 GROUP_B = ("gru_after", "multi_tuple", "multi_concat", "dropout", "projection")
 assert sorted(GROUP_A + GROUP_B) == sorted(CELLS), "a cell of tests/helpers.py is not compiled"
 PAIR = ("basic_lstm", "gru_after")
 GROUP_NAMES = {GROUP_A: "A", GROUP_B: "B", PAIR: "lstm+gru"}
-CONFIGS = [(GROUP_A, True, True, "f64"), (GROUP_B, True, True, "f64"), (PAIR, True, False, "f32")]
-CONFIGS += [((c,), False, False, "f32") for c in CELLS]
-CONFIGS += [((c,), False, True, "f64") for c in PAIR]
+CONFIGS = [(GROUP_A, True, True, "f64"), (GROUP_B, True, True, "f64"),
+           (GROUP_A, False, False, "f32"), (GROUP_B, False, False, "f32"),
+           (PAIR, True, False, "f32"), (PAIR, False, True, "f64")]
 F64 = [c for c in CONFIGS if c[3] == "f64"]
 
 
@@ -81,12 +83,19 @@ def _build(cfg) -> dict:
     return _BUILT[key]
 
 
-@pytest.fixture(scope="module", params=CONFIGS, ids=_cfg_id)
+def _on_one_worker(cfg, *values):
+    """pytest.param(*values) in the xdist group of one compiled graph: a parallel run
+    (`--dist loadgroup`) runs every test of that graph on one worker, which compiles it once,
+    while the graphs are spread over the workers."""
+    return pytest.param(*values, marks=pytest.mark.xdist_group(f"compiled_cells-{_cfg_id(cfg)}"))
+
+
+@pytest.fixture(scope="module", params=[_on_one_worker(c, c) for c in CONFIGS], ids=_cfg_id)
 def case(request):
     return _build(request.param)
 
 
-@pytest.fixture(scope="module", params=F64, ids=_cfg_id)
+@pytest.fixture(scope="module", params=[_on_one_worker(c, c) for c in F64], ids=_cfg_id)
 def case64(request):
     return _build(request.param)
 
@@ -133,7 +142,8 @@ def test_backward_equals_interpreter(case):
 FD_CASES = [(cfg, cell) for cfg in F64 for cell in cfg[0]]
 
 
-@pytest.mark.parametrize("cfg,cell", FD_CASES, ids=[f"{_cfg_id(c)}-{n}" for c, n in FD_CASES])
+@pytest.mark.parametrize("cfg,cell", [_on_one_worker(c, c, n) for c, n in FD_CASES],
+                         ids=[f"{_cfg_id(c)}-{n}" for c, n in FD_CASES])
 def test_gradient_finite_differences(cfg, cell):
     """d loss / d (this cell's parameters) of the compiled graph against central differences of
     the compiled loss along a random direction (float64, inference mode)."""
@@ -212,8 +222,13 @@ def test_train_step(case):
 INFER = [(True, True, "f32"), (True, False, "f64")]
 
 
-@pytest.fixture(scope="module", params=INFER,
-                ids=lambda c: f"{'dyn' if c[0] else 'static'}-{'len' if c[1] else 'full'}-{c[2]}")
+def _infer_id(c) -> str:
+    return f"{'dyn' if c[0] else 'static'}-{'len' if c[1] else 'full'}-{c[2]}"
+
+
+@pytest.fixture(scope="module", ids=_infer_id, params=[
+    pytest.param(c, marks=pytest.mark.xdist_group(f"compiled_cells-infer-{_infer_id(c)}"))
+    for c in INFER])
 def all_cells(request):
     dynamic, with_len, dtype = request.param
     lm = loss_model(list(CELLS), dynamic=dynamic, with_len=with_len, dtype=dtype, T=T, I=I)
