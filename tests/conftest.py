@@ -62,20 +62,3 @@ def rng() -> np.random.Generator:
     """A fresh, fixed-seed generator per test (tests stay independent and reproducible)."""
     return np.random.default_rng(1234)
 
-
-_SHARED_SCOPES = {"module", "class", "package"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Parallel runs (pytest-xdist, `-n 2 --dist loadgroup`, as .ci/run does): the tests of a
-    module that share a module-, class- or package-scoped fixture (compiled graphs, trained
-    models) go to one worker as a group, so that fixture is built once; every other test is
-    scheduled on its own. Runs before xdist reads the groups (tryfirst)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d[-1].scope in _SHARED_SCOPES for d in defs if d):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))

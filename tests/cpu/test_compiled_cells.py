@@ -6,7 +6,8 @@ A compile is the expensive part, so every compile holds several cells side by si
 model" of tests/helpers.py (loss = sum over cells of sum(out * R) + sum_k sum(tanh(s_k) * Q_k)),
 and `value_and_grad(backend="cpu")` compiles ONE graph (forward outputs + every parameter
 gradient) per configuration, built once per session and reused by every test here (training and
-inference mode are inputs of that graph, and the Trainer reuses it too). The cells come in two
+inference mode are inputs of that graph, and the Trainer reuses it too; a parallel run keeps
+this module on one worker: .ci/run uses `--dist loadscope`). The cells come in two
 groups of five (A, B): compile time grows faster than linearly with the size of a graph, so two
 graphs of five cells compile faster than one of ten, and far faster than ten of one.
 
@@ -85,19 +86,12 @@ def _build(cfg) -> dict:
     return _BUILT[key]
 
 
-def _on_one_worker(cfg, *values):
-    """pytest.param(*values) in the xdist group of one compiled graph: a parallel run
-    (`--dist loadgroup`) runs every test of that graph on one worker, which compiles it once,
-    while the graphs are spread over the workers."""
-    return pytest.param(*values, marks=pytest.mark.xdist_group(f"compiled_cells-{_cfg_id(cfg)}"))
-
-
-@pytest.fixture(scope="module", params=[_on_one_worker(c, c) for c in CONFIGS], ids=_cfg_id)
+@pytest.fixture(scope="module", params=CONFIGS, ids=_cfg_id)
 def case(request):
     return _build(request.param)
 
 
-@pytest.fixture(scope="module", params=[_on_one_worker(c, c) for c in F64], ids=_cfg_id)
+@pytest.fixture(scope="module", params=F64, ids=_cfg_id)
 def case64(request):
     return _build(request.param)
 
@@ -144,8 +138,7 @@ def test_backward_equals_interpreter(case):
 FD_CASES = [(cfg, cell) for cfg in F64 for cell in cfg[0]]
 
 
-@pytest.mark.parametrize("cfg,cell", [_on_one_worker(c, c, n) for c, n in FD_CASES],
-                         ids=[f"{_cfg_id(c)}-{n}" for c, n in FD_CASES])
+@pytest.mark.parametrize("cfg,cell", FD_CASES, ids=[f"{_cfg_id(c)}-{n}" for c, n in FD_CASES])
 def test_gradient_finite_differences(cfg, cell):
     """d loss / d (this cell's parameters) of the compiled graph against central differences of
     the compiled loss along a random direction (float64, inference mode)."""
@@ -224,13 +217,8 @@ def test_train_step(case):
 INFER = [(True, True, "f32"), (True, False, "f64")]
 
 
-def _infer_id(c) -> str:
-    return f"{'dyn' if c[0] else 'static'}-{'len' if c[1] else 'full'}-{c[2]}"
-
-
-@pytest.fixture(scope="module", ids=_infer_id, params=[
-    pytest.param(c, marks=pytest.mark.xdist_group(f"compiled_cells-infer-{_infer_id(c)}"))
-    for c in INFER])
+@pytest.fixture(scope="module", params=INFER,
+                ids=lambda c: f"{'dyn' if c[0] else 'static'}-{'len' if c[1] else 'full'}-{c[2]}")
 def all_cells(request):
     dynamic, with_len, dtype = request.param
     lm = loss_model(list(CELLS), dynamic=dynamic, with_len=with_len, dtype=dtype, T=T, I=I)
