@@ -6,7 +6,8 @@
 
 Each mutation is an exact text edit of one production file. It is applied to a COPY of the
 working tree (tracked and untracked-but-not-ignored files, under a temporary directory; the real
-tree is never touched), then the mutation's named tests run there with a fresh RNNCOMP_CACHE_DIR.
+tree is never touched), then the mutation's named tests run there with a fresh kernel cache
+(RNNCOMP_TEST_CACHE_DIR and RNNCOMP_CACHE_DIR).
 "caught" means pytest exited with failures (exit code 1); any other outcome (passed, errors
 during collection, no tests) is reported as is. A mutation whose text is not found in the file
 is reported as "stale" (the code moved: update the table).
@@ -49,6 +50,8 @@ class Mutation:
 # the compiled-backend checks of one compile (cells rnn_tanh, rnn_relu, basic_lstm, lstm_peep,
 # gru_before; dynamic_rnn with sequence_length, float64)
 COMPILED_A = ["tests/cpu/test_compiled_cells.py", "-k", "A-dyn-len-f64"]
+# the CUDA backend (simulator) against torch: LSTM, reset-after GRU, tanh/relu RNN in one compile
+CUDA_TORCH = ["tests/cuda/test_cuda_sim.py", "-k", "torch"]
 
 MUTATIONS = [
     Mutation(
@@ -56,7 +59,7 @@ MUTATIONS = [
         "rnncomp/frontend/cells.py",
         "            f = dsl.sigmoid(zf + self.forget_bias)\n",
         "            f = dsl.sigmoid(zf)\n",
-        [["tests/core/test_cells.py"], ["tests/core/test_convert.py"], COMPILED_A]),
+        [["tests/core/test_cells.py"], ["tests/core/test_convert.py"], COMPILED_A, CUDA_TORCH]),
     Mutation(
         "gru_reset_after_matmul", "TF1 GRU: reset applied after the matmul",
         "rnncomp/frontend/cells.py",
@@ -75,7 +78,7 @@ MUTATIONS = [
         "rnncomp/ir/ops.py",
         "    return (mul(ct, sub(one, mul(node, node))),)\n",
         "    return (mul(ct, sub(one, node)),)\n",
-        [["tests/core/test_autodiff.py"], ["tests/core/test_tbptt.py"], COMPILED_A]),
+        [["tests/core/test_autodiff.py"], ["tests/core/test_tbptt.py"], COMPILED_A, CUDA_TORCH]),
     Mutation(
         "fastmath_sigmoid_f32", "float32 sigmoid sign flip in backends/cpu/fastmath.py "
         "(kernel cache filled before the edit)",
@@ -116,7 +119,9 @@ def copy_tree(dst: Path) -> None:
 
 
 def run_pytest(tree: Path, args: list[str], cache: Path) -> tuple[int, float, str]:
-    env = dict(os.environ, RNNCOMP_CACHE_DIR=str(cache), PYTHONPATH=str(tree))
+    # RNNCOMP_TEST_CACHE_DIR: the test session's kernel cache (tests/conftest.py) is this one
+    env = dict(os.environ, RNNCOMP_CACHE_DIR=str(cache), RNNCOMP_TEST_CACHE_DIR=str(cache),
+               PYTHONPATH=str(tree))
     env.pop("RNNCOMP_ALWAYS_COMPILE", None)
     t0 = time.time()
     r = subprocess.run([PYTHON, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *args],

@@ -161,10 +161,17 @@ def _reroll_one(g: Graph, u) -> dict[int, Node] | None:
         if any(a is not b for a, b in zip(got, list(u.states[t + 1]) + [u.outputs[t]])):
             return None
     # which values of the unroll are used outside it: the outputs, the final state and (as
-    # extra stacked outputs) any intermediate state; any other inner value blocks the reroll
-    inner = {id(n) for n in toposort(list(u.states[T]) + list(u.outputs))}
-    outer = {id(n) for n in toposort(list(u.states[0]) + list(u.xs))}
-    inner -= outer
+    # extra stacked outputs) any intermediate state; any other inner value blocks the reroll.
+    # Inner values are those computed from a state after step 0: a value computed only from
+    # the initial state, the inputs and free values (the step mask t < L; step 0's
+    # concat([x_0, h_0]) when two cells start from the same zeros) may be shared with another
+    # unroll, and stays in the graph for it (the scan body computes its own)
+    roots = {id(n) for t in range(1, T + 1) for n in u.states[t]}
+    inner: set[int] = set()
+    for n in toposort(list(u.states[T]) + list(u.outputs)):
+        if id(n) in roots or any(id(i) in inner for i in n.inputs):
+            inner.add(id(n))
+    inner -= {id(n) for n in toposort(list(u.states[0]) + list(u.xs))}
     mids = {id(n): (t, k) for t in range(1, T) for k, n in enumerate(u.states[t])}
     outs_at = {id(o): t for t, o in enumerate(u.outputs)}
     finals = {id(n) for n in u.states[T]}

@@ -118,11 +118,32 @@ def test_steps_that_differ_stay_unrolled():
     np.testing.assert_array_equal(run(m.graph, p)[0], run(g, p)[0])
 
 
-def test_two_stacked_static_unrolls():
+@pytest.mark.parametrize("with_len", [False, True])
+def test_two_stacked_static_unrolls(with_len):
+    """With sequence_length both layers compute the same step masks (t < L): one node, shared
+    by the two unrolls, which must not stop the first one from becoming a scan."""
     def fn(X, L):
-        o1, _ = rc.static_rnn(rc.GRUCell(H), _xs(X), scope="a")
-        o2, st = rc.static_rnn(rc.BasicRNNCell(H), o1, scope="b")
+        L = L if with_len else None
+        o1, _ = rc.static_rnn(rc.GRUCell(H), _xs(X), sequence_length=L, scope="a")
+        o2, st = rc.static_rnn(rc.BasicRNNCell(H), o1, sequence_length=L, scope="b")
         return rc.concat(o2, axis=1), st
+
+    m = rc.Model(fn, {"X": rc.Input((None, T, I)), "L": rc.Input((None,), "i32")}, dtype="f64")
+    g = reroll(m.graph)
+    assert n_scans(g) == 2
+    p = m.init(0)
+    for a, b in zip(run(m.graph, p), run(g, p), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_two_unrolls_side_by_side_over_the_same_inputs():
+    """Two cells over the same inputs and lengths (values shared by both unrolls: the input
+    slices, the step masks) both become scans."""
+    def fn(X, L):
+        oa, sa = rc.static_rnn(rc.BasicRNNCell(H), _xs(X), sequence_length=L, scope="a")
+        ob, sb = rc.static_rnn(rc.BasicRNNCell(H, activation="relu"), _xs(X),
+                               sequence_length=L, scope="b")
+        return rc.concat(oa + ob, axis=1), sa, sb
 
     m = rc.Model(fn, {"X": rc.Input((None, T, I)), "L": rc.Input((None,), "i32")}, dtype="f64")
     g = reroll(m.graph)

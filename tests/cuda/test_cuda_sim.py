@@ -1,8 +1,13 @@
-"""The CUDA backend on numba's CUDA simulator, against the reference interpreter (float64).
+"""The CUDA backend on numba's CUDA simulator, against the reference interpreter (float64),
+the independent NumPy oracle and PyTorch.
 
 Every built-in cell, forward and backward (rnncomp.transforms.autodiff.grad_graph), at toy size
 (B2 H3 T3, one sequence shorter than T), through compile_graph(backend="cuda"): the generated
-kernels run in the simulator and NumPy stands in for CuPy (GEMMs, movement ops). Also: dropout
+kernels run in the simulator and NumPy stands in for CuPy (GEMMs, movement ops). The forward
+pass in inference mode also equals the oracle (tests/reference_cells.py), and the cells torch.nn
+has (LSTM, reset-after GRU, tanh/relu RNN) side by side in one loss model (tests/helpers.py)
+equal torch autograd: outputs, final states and every parameter gradient, with sequence_length
+[0, T, 2] (an empty, a full and a partial sequence). Also: dropout
 in training mode (masks must be bit-identical to rnncomp.ir.ops.hash_uniform_np), the persistent
 LSTM forward kernel (float32, one block in the simulator), and a static unroll.
 
@@ -17,17 +22,33 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import BUILTIN_CELLS, CELLS as CELL_TABLE, numba_cuda_missing, run_pytest_child
+from helpers import (BUILTIN_CELLS, CELLS as CELL_TABLE, loss_inputs, loss_model,
+                     numba_cuda_missing, perturbed_params, rel_err, run_pytest_child,
+                     torch_reference)
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _torch_missing() -> str | None:
+    import importlib.util
+
+    return None if importlib.util.find_spec("torch") else "PyTorch is not installed"
+
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
 
     @pytest.mark.skipif(numba_cuda_missing() is not None, reason=str(numba_cuda_missing()))
     def test_cuda_backend_in_simulator():
         """This file under the simulator in a child pytest: a failure, an error or a child
-        that only skipped fails here."""
-        run_pytest_child(__file__, env={"NUMBA_ENABLE_CUDASIM": "1"}, args=["-x"])
+        that only skipped fails here (the torch comparison runs in its own child, below, so
+        that its skip is decided and reported here)."""
+        run_pytest_child(__file__, env={"NUMBA_ENABLE_CUDASIM": "1"},
+                         args=["-x", "-k", "not torch"])
+
+    @pytest.mark.skipif(numba_cuda_missing() is not None, reason=str(numba_cuda_missing()))
+    @pytest.mark.skipif(_torch_missing() is not None, reason=str(_torch_missing()))
+    def test_cuda_backend_in_simulator_equals_torch():
+        run_pytest_child(__file__, env={"NUMBA_ENABLE_CUDASIM": "1"}, args=["-x", "-k", "torch"])
 
 else:
     # numba.cuda is installed (the parent checked): a backend that fails to import is a failure
@@ -185,3 +206,38 @@ else:
         assert c.path.exists() and c.path.read_text() == c.source
         assert "cuda.grid(1)" in c.source and "math.tanh" in c.source
         assert "fm." not in c.source
+
+    TORCH_CELLS = [n for n, c in CELL_TABLE.items() if c.torch is not None]
+
+    def test_forward_and_gradients_equal_torch():
+        """The cells torch.nn has, side by side in one loss model (one compile), float64, with
+        sequence_length: value_and_grad(backend="cuda") against torch autograd."""
+        import torch  # the parent checked that it is installed
+
+        torch.manual_seed(0)
+        assert sorted(TORCH_CELLS) == ["basic_lstm", "gru_after", "rnn_relu", "rnn_tanh"]
+        lm = loss_model(TORCH_CELLS, dynamic=True, with_len=True, dtype="f64", T=T, I=I)
+        rng = np.random.default_rng(6)
+        p = perturbed_params(lm.model, rng)
+        inputs = loss_inputs(lm, rng, 3, [0, T, 2])
+        (loss, out), grads = lm.model.value_and_grad(p, backend="cuda", **inputs)
+        assert set(grads) == set(p)
+        want_loss = 0.0
+        for name in TORCH_CELLS:
+            n = len(lm.state_sizes[name])
+            t_out, t_states, t_grads = torch_reference(
+                CELL_TABLE[name].torch, p, name, inputs["X"], inputs["L"],
+                [inputs[f"{name}_s{k}"] for k in range(n)], inputs[f"{name}_R"],
+                [inputs[f"{name}_Q{k}"] for k in range(n)])
+            got_out, got_state = out[name]
+            assert rel_err(got_out, t_out) < 1e-10, f"{name}: outputs vs torch"
+            assert not np.any(got_out[0]), f"{name}: a length-0 sequence has zero outputs"
+            for k, (g, w) in enumerate(zip(flatten(got_state)[0], t_states, strict=True)):
+                assert rel_err(g, w) < 1e-10, f"{name}: final state {k} vs torch"
+            assert set(t_grads) == {k for k in p if k.startswith(name + "/")}
+            for k, want in t_grads.items():
+                assert rel_err(grads[k], want) < 1e-9, f"d loss / d {k} vs torch"
+            want_loss += float(np.sum(t_out * inputs[f"{name}_R"])) + sum(
+                float(np.sum(np.tanh(s) * inputs[f"{name}_Q{k}"]))
+                for k, s in enumerate(t_states))
+        assert abs(float(loss) - want_loss) <= 1e-10 * max(1.0, abs(want_loss))
