@@ -371,6 +371,22 @@ class _Exporter:
             return b.op("Squeeze", [g, b.i64([-1])])
         if op is Op.GATHER:  # embedding lookup: rows of the table
             return b.op("Gather", ins, axis=0)
+        if op is Op.ARGSORT:  # stable, longest first: TopK over the distinct keys x*n + n-1-i
+            n64 = b.op("Shape", ins)  # [1]
+            nsc = b.op("Squeeze", [n64, b.i64([0])])
+            x64 = b.op("Cast", ins, to=_ELEM[DType.i64])
+            i64 = b.op("Range", [b.const(np.int64(0)), nsc, b.const(np.int64(1))])
+            tie = b.op("Sub", [b.op("Sub", [nsc, b.const(np.int64(1))]), i64])
+            key = b.op("Add", [b.op("Mul", [x64, nsc]), tie])
+            _, idx = b.op("TopK", [key, n64], n_out=2, axis=0, largest=1, sorted=1)
+            return b.op("Cast", [idx], to=_ELEM[n.dtype])
+        if op is Op.PERMUTE:  # x.take(perm, axis), or with the inverse permutation
+            perm = b.op("Cast", [ins[1]], to=_ELEM[DType.i64])
+            if n.attr("inverse", False):  # inv[perm[j]] = j
+                nsc = b.op("Squeeze", [b.op("Shape", [perm]), b.i64([0])])
+                iota = b.op("Range", [b.const(np.int64(0)), nsc, b.const(np.int64(1))])
+                perm = b.op("ScatterElements", [iota, perm, iota], axis=0)
+            return b.op("Gather", [ins[0], perm], axis=n.attr("axis"))
         if op is Op.ARGMAX:
             r = b.op("ArgMax", ins, axis=n.attr("axis"), keepdims=0)  # int64
             return r if n.dtype is DType.i64 else b.op("Cast", [r], to=_ELEM[n.dtype])
@@ -656,7 +672,8 @@ def _native_plan(n: Node, dtype: DType, static: dict[int, np.ndarray]) -> _Plan 
 
         def fn(X, L=None):
             holder.append(make())
-            return dynamic_rnn(holder[0], X, sequence_length=L, time_major=True)
+            return dynamic_rnn(holder[0], X, sequence_length=L, time_major=True,
+                               length_aware=False)
 
         specs = {"X": Input((T, B, I))}
         if seq_dtype is not None:

@@ -402,3 +402,34 @@ def test_cli_export(tmp_path, rng):
     r = cli("export", "examples/models.py:lstm", "-o", str(tmp_path / "f.txt"))
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.startswith("rnncomp: error: export: give --format onnx"), r.stderr
+
+
+def test_sort_ops_export(tmp_path, rng):
+    """argsort (stable, longest first: ties keep their order) and permute (forward and inverse)
+    as ONNX ops (a length-aware dynamic_rnn sorts its batch with them)."""
+    from rnncomp.ir import ops
+
+    def f(X, L):
+        perm = ops.argsort(L)
+        xs = ops.permute(X, perm, 0)
+        return {"perm": perm, "sorted": xs, "back": ops.permute(xs * 2.0, perm, 0, True)}
+
+    m = rc.Model(f, {"X": rc.Input((None, 3)), "L": rc.Input((None,), "i32")}, name="sort")
+    ins = {"X": rng.standard_normal((6, 3)).astype(np.float32),
+           "L": np.array([2, 5, 2, 0, 5, 1], np.int32)}
+    proto = export_and_compare(m, {}, ins, tmp_path, native=False)
+    assert {"TopK", "Gather", "ScatterElements"} <= op_types(proto)
+    got = rc.onnx.run(tmp_path / "sort_scan.onnx", ins)
+    np.testing.assert_array_equal(got["perm"], [1, 4, 0, 2, 5, 3])
+
+
+def test_length_aware_rnn_exports_its_sort(tmp_path, rng):
+    """The sorted batch of a length-aware dynamic_rnn (unsorted lengths with ties) runs in ONNX
+    Runtime as exported: native LSTM and Scan both equal the interpreter."""
+    m = seq_model(lambda: rc.BasicLSTMCell(3), lengths=True)
+    assert any(n.op.value == "argsort" for n in m.graph.nodes)
+    ins = seq_inputs(rng, lengths=True, b=6)
+    ins["L"] = np.array([2, T, 0, 2, 1, T], np.int32)
+    for native in (True, False):
+        proto = export_and_compare(m, noisy_params(m), ins, tmp_path, native=native)
+        assert "TopK" in op_types(proto)
