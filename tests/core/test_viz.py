@@ -56,9 +56,10 @@ def test_dot_scan_cluster_colours_and_edge_labels():
     clusters = re.findall(r"subgraph (cluster_\w+) \{", text)
     assert len(clusters) == 1
     scan_id = clusters[0][len("cluster_"):]
-    # the scan box names its results as the text does (e f g = scan[...])
-    assert re.search(rf"  {scan_id} \[label=\"e f g = scan\[has_length=True n_carry=2 n_xs=1 "
-                     rf"reverse=False\]\\n\(f32\[B,4\], f32\[B,4\], f32\[T,B,4\]\)\", "
+    # the scan box names its results as the text does (h i j = scan[...]; the batch is sorted
+    # by length first: c = argsort L, d = the sorted x, e = the sorted lengths, the rows hint)
+    assert re.search(rf"  {scan_id} \[label=\"h i j = scan\[has_length=True n_carry=2 n_xs=1 "
+                     rf"reverse=False rows=0\]\\n\(f32\[B,4\], f32\[B,4\], f32\[T,B,4\]\)\", "
                      rf"fillcolor=\"{viz.GROUP_COLORS['control']}\"\];", text)
     body = text.split(f"subgraph cluster_{scan_id} {{")[1].split("\n  }")[0]
     assert len(re.findall(r'label="\w+ = matmul', body)) == 1
@@ -70,7 +71,7 @@ def test_dot_scan_cluster_colours_and_edge_labels():
     assert '[label="f32[T,B,2]"]' in text
     # one dashed edge from the scan to its body; the body's inputs say what they bind
     assert text.count("style=dashed") == 1
-    for want in ("step t", "carry 0 <- a", "carry 1 <- a", "x_t 0 <- b", "invariant <- L",
+    for want in ("step t", "carry 0 <- a", "carry 1 <- a", "x_t 0 <- d", "invariant <- e",
                  "invariant <- kernel", "invariant <- bias"):
         assert f" = {want}\\n" in body, want
     assert "placeholder" not in text
