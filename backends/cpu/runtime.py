@@ -184,11 +184,8 @@ def argsort_desc(x1):
 
 
 @njit(**_JIT)
-def permute3(x3, perm, inverse):
-    """x3 [pre, n, post] with axis 1 permuted: out[:, j] = x3[:, perm[j]] (inverse: out[:,
-    perm[j]] = x3[:, j]). The identity returns x3 itself (a batch that is already sorted costs
-    no copy)."""
-    n = x3.shape[1]
+def _identity_perm(perm, n):
+    """Whether perm is 0..n-1 in order; an index outside [0, n) raises rnncomp's take error."""
     ident = True
     for j in range(n):
         p = perm[j]
@@ -196,7 +193,16 @@ def permute3(x3, perm, inverse):
             raise IndexError("rnncomp take", p, n)
         if p != j:
             ident = False
-    if ident:
+    return ident
+
+
+@njit(**_JIT)
+def permute3(x3, perm, inverse):
+    """x3 [pre, n, post] with axis 1 permuted: out[:, j] = x3[:, perm[j]] (inverse: out[:,
+    perm[j]] = x3[:, j]). The identity returns x3 itself (a batch that is already sorted costs
+    no copy)."""
+    n = x3.shape[1]
+    if _identity_perm(perm, n):
         return x3
     out = np.empty_like(x3)
     for i in range(x3.shape[0]):
@@ -218,14 +224,7 @@ def permute3_head(x3, perm, lengths):
     for b in range(lengths.shape[0]):
         m = max(m, lengths[b])
     m = min(m, x3.shape[0])
-    ident = True
-    for j in range(n):
-        p = perm[j]
-        if p < 0 or p >= n:
-            raise IndexError("rnncomp take", p, n)
-        if p != j:
-            ident = False
-    if ident:
+    if _identity_perm(perm, n):
         return x3
     out = np.empty_like(x3)
     for i in range(m):
