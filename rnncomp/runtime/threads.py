@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 
+from . import memory
+
 __all__ = ["set_num_threads", "get_num_threads", "default_num_threads", "ensure_applied",
            "available_cpus", "ENV_VARS"]
 
@@ -85,8 +87,10 @@ def set_num_threads(n: int | None) -> int:
 
 def ensure_applied() -> int:
     """Apply the setting to the BLAS pools if it changed since the last call (cheap otherwise);
-    returns it. Model runs call this; the CPU backend syncs Numba's pool per call itself."""
+    returns it. Model runs call this; the CPU backend syncs Numba's pool per call itself.
+    The first call also applies the allocator policy (rnncomp.runtime.memory)."""
     global _applied, _blas_limiter
+    memory.ensure_applied()
     n = get_num_threads()
     if n != _applied:
         try:
