@@ -1,6 +1,8 @@
 """Variable-length batches: rnncomp (backend "cpu") vs PyTorch packed sequences, one process.
 
-What is timed (float32, time-major X[T, B, I], LSTM, zero initial state): the loss
+``--cell gru``: GRUCell(reset_after=True) against nn.GRU instead of the LSTM.
+
+What is timed (float32, time-major X[T, B, I], LSTM or GRU, zero initial state): the loss
 ``sum(outputs * R)`` and its gradient w.r.t. all parameters and X (forward + backward).
 
 * rnncomp: ``compile_graph(model_grad_graph(m, wrt=params+["X"], preoptimize=True), "cpu")`` of
@@ -50,6 +52,8 @@ def parse_args(argv=None):
     ap.add_argument("--H", type=int, default=256)
     ap.add_argument("--T", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=9, help="interleaved rounds (median)")
+    ap.add_argument("--cell", choices=("lstm", "gru"), default="lstm",
+                    help="BasicLSTMCell (nn.LSTM) or GRUCell(reset_after=True) (nn.GRU)")
     ap.add_argument("--quick", action="store_true", help="B=8, I=H=32, T=30, 3 rounds")
     ap.add_argument("--no-torch", action="store_true", help="rnncomp rows only")
     ap.add_argument("--json", default=None, help="write the results to this file")
@@ -70,20 +74,21 @@ def patterns(B, T, rng):
     }
 
 
-def rc_kernels(I, H):
+def rc_kernels(I, H, cell="lstm"):
     import rnncomp as rc
     from rnncomp.runtime.compiler import compile_graph
     from rnncomp.runtime.grad import model_grad_graph
 
     def model(lengths: bool, aware: bool):
         def loss(X, R, L=None):
-            out, _ = rc.dynamic_rnn(rc.BasicLSTMCell(H), X, sequence_length=L, time_major=True,
+            c = rc.BasicLSTMCell(H) if cell == "lstm" else rc.GRUCell(H, reset_after=True)
+            out, _ = rc.dynamic_rnn(c, X, sequence_length=L, time_major=True,
                                     length_aware=aware)
             return rc.sum(out * R)
         ins = {"X": rc.Input(("T", "B", I)), "R": rc.Input(("T", "B", H))}
         if lengths:
             ins["L"] = rc.Input(("B",), "i32")
-        return rc.Model(loss, ins, name=f"lstm_seqlen_{int(lengths)}{int(aware)}")
+        return rc.Model(loss, ins, name=f"{cell}_seqlen_{int(lengths)}{int(aware)}")
 
     out = {}
     for key, (lengths, aware) in {"aware": (True, True), "masked": (True, False),
@@ -94,12 +99,13 @@ def rc_kernels(I, H):
     return out
 
 
-def torch_side(I, H, params):
+def torch_side(I, H, params, cell="lstm"):
     import torch
 
     from rnncomp import convert
-    m = torch.nn.LSTM(I, H)
-    m.load_state_dict({k: torch.from_numpy(v) for k, v in convert.to_torch_lstm(params).items()})
+    m = (torch.nn.LSTM if cell == "lstm" else torch.nn.GRU)(I, H)
+    conv = convert.to_torch_lstm if cell == "lstm" else convert.to_torch_gru
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in conv(params).items()})
 
     def fb(X, R, L):
         x = torch.from_numpy(X).requires_grad_(True)
@@ -123,7 +129,7 @@ def main(argv=None):
     X = rng.standard_normal((T, B, I)).astype(np.float32)
     R = rng.standard_normal((T, B, H)).astype(np.float32)
     t0 = time.perf_counter()
-    ks = rc_kernels(I, H)
+    ks = rc_kernels(I, H, a.cell)
     compile_s = time.perf_counter() - t0
     m = ks["aware"][0]
     params = m.init(seed=0)
@@ -132,7 +138,7 @@ def main(argv=None):
         try:
             import torch
             torch.set_num_threads(1)
-            tfb = torch_side(I, H, params)
+            tfb = torch_side(I, H, params, a.cell)
         except ImportError:
             use_torch = False
 
@@ -188,7 +194,7 @@ def main(argv=None):
     ]
     if use_torch:
         goals.append(("one-long rnncomp / torch packed", "rc one-long", "torch one-long", 1.0))
-    lines = [f"# LSTM B={B} I={I} H={H} T={T}, fwd+bwd, {a.repeat} rounds, medians; "
+    lines = [f"# {a.cell.upper()} B={B} I={I} H={H} T={T}, fwd+bwd, {a.repeat} rounds, medians; "
              f"compile {compile_s:.1f} s",
              "| case | wall ms | CPU ms |", "|---|---|---|"]
     for k, v in res.items():

@@ -241,8 +241,10 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             offsets.append(off)
         order = [x for x in toposort(body.outputs) if x.op not in (Op.PLACEHOLDER, Op.CONST)]
         leaf_of = {id(p): (s, i) for p, s, i in zip(body.inputs, ins, n.inputs)}
-        _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets,
-                   rows=em.row_of.get(id(n)))
+        bound = em.row_of.get(id(n))
+        if bound is None and blk.pre is None:
+            bound = _steps_bound(n, list(body.outputs), em, names, blk)
+        _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets, rows=bound)
         names[id(n)] = [o if not off and (id(n), k) not in blk.concat_into
                         else f"{o}[{', '.join([':'] * (body.outputs[k].ndim - 1))}, "
                              f"{off}:{off + body.outputs[k].shape[-1]}]"
@@ -262,7 +264,10 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             return
         blk.alloc(f"{v} = np.empty({em.shape(n.shape)}, {NP_DT[n.dtype]})")
         leaf_of = {id(i): (s, i) for s, i in zip(ins, n.inputs)}
-        _emit_loop([n], leaf_of, [n], [v], em, blk, rows=em.row_of.get(id(n)))
+        bound = em.row_of.get(id(n))
+        if bound is None and blk.pre is None:
+            bound = _steps_bound(n, [n], em, names, blk)
+        _emit_loop([n], leaf_of, [n], [v], em, blk, rows=bound)
         return
     x = ins[0] if ins else None
     rw = em.row_of.get(id(n))  # active rows of a hinted scan's step (None: all rows)
@@ -441,6 +446,62 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
     raise NotImplementedError(f"CPU backend: no template for op {op.value}")
 
 
+def _steps_bound(n: Node, outs: list[Node], em: Emitter, names: dict[int, str],
+                 blk: Block) -> str | None:
+    """The bound of axis 0 for a top-level elementwise loop whose results [T, ...] are read
+    only as the x_t of loops with one run-time trip count (a variable-length batch: max(L)):
+    the steps t >= that count are never read, so they are not computed (their rows stay
+    unset). None when some reader reads every step."""
+    readers = [u for it in em.users.get(id(n), []) for u in em.users.get(id(it), [])] \
+        if n.op is Op.FUSED else em.users.get(id(n), [])
+    if n.op is Op.FUSED:
+        items = em.users.get(id(n), [])
+        if not items or any(u.op is not Op.ITEM or id(u) in em.outputs for u in items):
+            return None
+        vals = items
+    else:
+        vals = [n]
+    if id(n) in em.outputs or not readers or any(o.ndim < 2 for o in outs):
+        return None
+    length = None
+    for u in readers:
+        if u.op is not Op.SCAN:
+            return None
+        ui = scan_info(u)
+        if not ui.has_length or (length is not None and u.inputs[-1] is not length):
+            return None
+        length = u.inputs[-1]
+        vid = {id(v) for v in vals}
+        xs = u.inputs[ui.n_carry:ui.n_carry + ui.n_xs]
+        other = u.inputs[:ui.n_carry] + u.inputs[ui.n_carry + ui.n_xs:]
+        if any(id(w) in vid for w in other) or not any(id(x) in vid for x in xs) or \
+                any(x.shape[0] != outs[0].shape[0] for x in xs if id(x) in vid):
+            return None
+    if length is None or length.shape != () or not _cheap_cone(length, names):
+        return None
+    _emit_now(length, em, names, blk)
+    return f"min(max(np.int64({_ref(length, em, names)}), 0), {em.dim(outs[0].shape[0])})"
+
+
+def _cheap_cone(n: Node, names: dict[int, str]) -> bool:
+    """n can be emitted ahead of its turn: what it needs and is not emitted yet holds no
+    loop and no random draw (a length computed from the inputs: max(L))."""
+    if id(n) in names or n.op in (Op.INPUT, Op.PARAM, Op.PLACEHOLDER, Op.CONST):
+        return True
+    if n.op in (Op.SCAN, Op.RANDOM_UNIFORM, Op.FUSED):
+        return False
+    return all(_cheap_cone(i, names) for i in n.inputs)
+
+
+def _emit_now(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
+    """Emit a top-level node (and what it needs) ahead of its turn: a loop bound."""
+    if id(n) in names or n.op in (Op.INPUT, Op.PARAM, Op.PLACEHOLDER):
+        return
+    for i in n.inputs:
+        _emit_now(i, em, names, blk)
+    _emit_node(n, em, names, blk)
+
+
 def _steps_read(x: Node, em: Emitter) -> Node | None:
     """For x = permute(v [T, B, ...], argsort(L), axis=1) (a batch sorted by length): L, when
     every user of x reads its steps t < max(L) only (ragged GEMMs with the sorted L, loops whose
@@ -498,18 +559,10 @@ def _zero_steps(x: Node) -> Node | None:
 
 
 def _valid_rows_only(x: Node, em: Emitter) -> bool:
-    """Every user of the [T, B, ...] value x is a hinted scan reading it as an x_t with the
-    lengths of x's ragged op: the loop reads rows (t, b) with t < lengths[b] only."""
-    us = em.users.get(id(x), [])
-    for u in us:
-        if u.op is not Op.SCAN or rows.check(u) is None or \
-                rows.lengths_input(u) is not x.inputs[-1]:
-            return False
-        ui = scan_info(u)
-        if any(v is x for v in u.inputs[:ui.n_carry]) or \
-                any(v is x for v in u.inputs[ui.n_carry + ui.n_xs:]):
-            return False
-    return bool(us)
+    """Every reader of the [T, B, ...] value x (a ragged op's result) is a hinted scan reading
+    it as an x_t with the lengths of x's ragged op, directly or through row-local ops: the
+    loop reads rows (t, b) with t < lengths[b] only (rnncomp.ir.rows.valid_rows_only)."""
+    return rows.valid_rows_only(x, x.inputs[-1], em.users)
 
 
 def _tail_unread(scan: Node, k: int, em: Emitter) -> bool:

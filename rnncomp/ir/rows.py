@@ -208,6 +208,51 @@ def is_valid_mask(n: Node, t: Node, lengths: Node) -> bool:
     return a is t
 
 
+def valid_rows_only(x: Node, L: Node, users: dict[int, list[Node]]) -> bool:
+    """Every reader of x [T, B, ...] reads its valid rows (t, b), t < L[b], only: hinted scans
+    with the sorted lengths L taking it as an x_t, directly or through row-local ops (slices of
+    a feature axis, float elementwise ops and fused groups of them: a GRU's sliced input
+    projection and its hoisted bias add). Whatever those ops compute on the other rows is
+    never read, so x's other rows may be left unset. `users`: id(node) -> its readers."""
+    seen: set[int] = set()
+
+    def ok(v: Node) -> bool:
+        us = users.get(id(v), [])
+        for u in us:
+            if id(u) in seen:
+                continue
+            seen.add(id(u))
+            if u.op is Op.SCAN:
+                info = ops.scan_info(u)
+                if lengths_input(u) is not L or check(u) is None or \
+                        any(w is v for w in u.inputs[:info.n_carry]) or \
+                        any(w is v for w in u.inputs[info.n_carry + info.n_xs:]):
+                    return False
+            elif u.op is Op.ITEM and u.inputs[0].op is Op.FUSED:
+                if not ok(u):
+                    return False
+            elif _row_local(u, v):
+                if not ok(u):
+                    return False
+            else:
+                return False
+        return bool(us)
+
+    return ok(x)
+
+
+def _row_local(u: Node, v: Node) -> bool:
+    """u (a reader of v [T, B, ...]) computes its row (t, b) from row (t, b) of v only."""
+    if u.op is Op.FUSED:  # elementwise ops only (its items are checked as readers)
+        return all(o.ndim == v.ndim and tuple(o.shape[:2]) == tuple(v.shape[:2])
+                   for o in u.attr("body").outputs)
+    if u.ndim != v.ndim or u.ndim < 3 or tuple(u.shape[:2]) != tuple(v.shape[:2]):
+        return False
+    if u.op is Op.SLICE:
+        return u.attr("axis") >= 2
+    return u.op in GroupOp.Elementwise and u.dtype is not None and u.dtype.is_float
+
+
 def zero_past_length(scan: Node, k: int) -> bool:
     """The stacked ys k of a hinted scan is zero at the rows past their length: its body
     output is select(valid, y, 0) (dynamic_rnn's outputs, the reverse loop's results; not the
@@ -216,7 +261,12 @@ def zero_past_length(scan: Node, k: int) -> bool:
     if lph is None:
         return False
     body: Graph = scan.attr("body")
-    y = body.outputs[ops.scan_info(scan).n_carry + k]
+    return _zero_past(body.outputs[ops.scan_info(scan).n_carry + k], body.inputs[0], lph)
+
+
+def _zero_past(y: Node, t: Node, lph: Node) -> bool:
+    if y.op is Op.CONCAT and y.attr("axis") == y.ndim - 1:  # parts on the feature axis
+        return all(_zero_past(i, t, lph) for i in y.inputs)
     outer: dict[int, Node] = {}
     if y.op is Op.ITEM and y.inputs[0].op is Op.FUSED:  # after elementwise fusion
         f = y.inputs[0]
@@ -224,8 +274,9 @@ def zero_past_length(scan: Node, k: int) -> bool:
         y = f.attr("body").outputs[y.attr("index")]
     if y.op is not Op.WHERE or y.inputs[2].op is not Op.CONST or y.inputs[2].attr("value"):
         return False
-    return is_valid_mask(outer.get(id(y.inputs[0]), y.inputs[0]), body.inputs[0], lph)
+    return is_valid_mask(outer.get(id(y.inputs[0]), y.inputs[0]), t, lph)
 
 
 __all__ = ["rows_index", "classify", "check", "lengths_placeholder", "lengths_input",
-           "valid_mask", "mask_rows", "is_valid_mask", "zero_past_length", "R", "S0", "S1"]
+           "valid_mask", "mask_rows", "is_valid_mask", "zero_past_length", "valid_rows_only",
+           "R", "S0", "S1"]

@@ -781,6 +781,53 @@ def gate_fusion(g: Graph) -> Graph:
 # ---------------------------------------------------------------------------------------------
 # Variable-length batches: the `rows` hint and ragged GEMMs
 # ---------------------------------------------------------------------------------------------
+def _sink_concat_ys(g: Graph) -> Graph:
+    """concat(ys_a, ys_b, ...) on the feature axis of one hinted scan's stacked results (a GRU's
+    BPTT cotangents of its two input projections) -> one more stacked result of that scan,
+    the per-step concat of its parts: the loop writes it straight into one [T, B, N] buffer
+    over the valid steps (no zero-filled parts, no copy over every padded step afterwards).
+    Other readers of a part read a slice of it; the parts' own buffers are dropped."""
+    for _ in range(100):
+        nodes = g.nodes
+        cat = None
+        for n in nodes:
+            if n.op is Op.CONCAT and n.ndim >= 3 and n.attr("axis") == n.ndim - 1 and \
+                    all(i.op is Op.ITEM for i in n.inputs) and \
+                    len({id(i.inputs[0]) for i in n.inputs}) == 1 and \
+                    len({id(i) for i in n.inputs}) == len(n.inputs):
+                s = n.inputs[0].inputs[0]
+                if s.op is Op.SCAN and rows.rows_index(s) is not None and \
+                        all(i.attr("index") >= scan_info(s).n_carry for i in n.inputs):
+                    cat = n
+                    break
+        if cat is None:
+            return g
+        since = provenance.mark()
+        s = cat.inputs[0].inputs[0]
+        body: Graph = s.attr("body")
+        outs = list(body.outputs)
+        y = ops.concat([outs[i.attr("index")] for i in cat.inputs], cat.attr("axis") - 1)
+        new = ops.make(Op.SCAN, *s.inputs, **{**dict(s.attrs),
+                                              "body": Graph(body.inputs, outs + [y])})
+        mapping: dict[int, Node] = {}
+        for n in nodes:
+            if n.op is Op.ITEM and n.inputs[0] is s:
+                mapping[id(n)] = ops.item(new, n.attr("index"))
+        whole = ops.item(new, len(outs))
+        mapping[id(cat)] = whole
+        off = 0
+        for i in cat.inputs:
+            w = i.shape[-1]
+            mapping[id(i)] = ops.slice_(whole, cat.attr("axis"), off, off + w)
+            off += w
+        for n in nodes:
+            if id(n) in mapping:
+                provenance.inherit(mapping[id(n)], n, since)
+        g = Graph(g.inputs, substitute(g.outputs, mapping, ops.remake))
+        g = dce(g)
+    return g
+
+
 def ragged(g: Graph) -> Graph:
     """For scans with the `rows` hint (a batch sorted by length, rnncomp.ir.rows): drop the
     hint where the optimized body is not row-separable, and run the GEMMs around the loop over
@@ -823,20 +870,31 @@ def ragged(g: Graph) -> Graph:
     hinted = [n for n in nodes if n.op is Op.SCAN and rows.rows_index(n) is not None]
     if not hinted:
         return g
+    g = _sink_concat_ys(g)
+    nodes = g.nodes
+    users = {}
+    for n in nodes:
+        for i in n.inputs:
+            users.setdefault(id(i), []).append(n)
+    hinted = [n for n in nodes if n.op is Op.SCAN and rows.rows_index(n) is not None]
     since = provenance.mark()
-    # 2. an input projection read only as the xs of hinted scans with the same lengths
+
+    # 2. an input projection read only (directly or through row-local ops) as the xs of
+    # hinted scans with the same lengths
     mapping: dict[int, Node] = {}
+    cands: dict[int, Node] = {}
     for s in hinted:
         info = scan_info(s)
         L = rows.lengths_input(s)
         for x in s.inputs[info.n_carry:info.n_carry + info.n_xs]:
+            while x.op is Op.SLICE or (x.op in GroupOp.Elementwise and x.inputs):
+                x = x.inputs[0] if x.op is Op.SLICE else max(
+                    x.inputs, key=lambda i: (i.ndim == 3 and i.op is Op.MATMUL, i.ndim))
             if x.op is Op.MATMUL and x.ndim == 3 and x.inputs[1].ndim == 2 and \
-                    id(x) not in mapping and all(
-                    u.op is Op.SCAN and rows.lengths_input(u) is L and
-                    all(v is not x for v in u.inputs[:scan_info(u).n_carry]) and
-                    all(v is not x for v in u.inputs[scan_info(u).n_carry + scan_info(u).n_xs:])
-                    for u in users.get(id(x), [])):
-                mapping[id(x)] = ops.ragged_matmul(x.inputs[0], x.inputs[1], L)
+                    id(x) not in cands:
+                cands[id(x)] = x
+                if rows.valid_rows_only(x, L, users):
+                    mapping[id(x)] = ops.ragged_matmul(x.inputs[0], x.inputs[1], L)
     if mapping:
         for n in nodes:
             if id(n) in mapping:
@@ -852,6 +910,28 @@ def ragged(g: Graph) -> Graph:
                 n.attr("index") >= scan_info(n.inputs[0]).n_carry and rows.zero_past_length(
                     n.inputs[0], n.attr("index") - scan_info(n.inputs[0]).n_carry):
             zero_rows[id(n)] = rows.lengths_input(n.inputs[0])
+    for n in nodes:  # sums and feature-axis concats of such values are zero there too
+        if n.ndim == 3 and n.dtype is not None and n.dtype.is_float and (
+                (n.op in (Op.ADD, Op.SUB) and all(i.shape == n.shape for i in n.inputs)) or
+                (n.op is Op.CONCAT and n.attr("axis") == 2)):
+            Ls = {id(zero_rows.get(id(i))) for i in n.inputs}
+            if len(Ls) == 1 and id(None) not in Ls:
+                zero_rows[id(n)] = zero_rows[id(n.inputs[0])]
+    parts: dict[int, Node] = {}  # slices of the feature axis of such values
+    for n in nodes:
+        if n.op is Op.SLICE and n.ndim == 3 and n.attr("axis") == 2 and \
+                id(n.inputs[0]) in zero_rows:
+            parts[id(n)] = n
+    for n in nodes:
+        if n.op is Op.REDUCE_SUM and n.attr("axes") == (0, 1) and \
+                not n.attr("keepdims", False) and id(n.inputs[0]) in parts:
+            # a bias gradient of one part: the part of the sum over the whole value (one
+            # ragged reduction per value, shared by its parts after cse)
+            sl = n.inputs[0]
+            y = sl.inputs[0]
+            ones = ops.full(tuple(y.shape[:2]) + (1,), 1.0, y.dtype)
+            total = ops.reshape(ops.ragged_tensordot(ones, y, zero_rows[id(y)]), (y.shape[2],))
+            mapping[id(n)] = ops.slice_(total, 0, sl.attr("start"), sl.attr("stop"))
     for n in nodes:
         if n.op is Op.MATMUL and id(n.inputs[0]) in zero_rows and n.inputs[1].ndim == 2:
             mapping[id(n)] = ops.ragged_matmul(n.inputs[0], n.inputs[1],
@@ -874,7 +954,7 @@ def ragged(g: Graph) -> Graph:
     for n in nodes:
         if id(n) in mapping:
             provenance.inherit(mapping[id(n)], n, since)
-    return Graph(g.inputs, substitute(g.outputs, mapping, ops.remake))
+    return cse(Graph(g.inputs, substitute(g.outputs, mapping, ops.remake)))
 
 
 # ---------------------------------------------------------------------------------------------

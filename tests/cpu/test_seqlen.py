@@ -26,9 +26,19 @@ I, H = 3, 4
 
 
 def _model(aware: bool) -> rc.Model:
+    """An LSTM, a GRU (reset after, as cuDNN) and TF1's GRU on one batch: one compiled graph.
+    The GRUs' input projections are sliced per gate (and the TF1 GRU's cotangents summed)
+    before the loop: the ragged GEMMs must see through that."""
     def fn(X, R, L):
-        out, st = rc.dynamic_rnn(rc.BasicLSTMCell(H), X, sequence_length=L, length_aware=aware)
-        return rc.sum(out * R) + rc.sum(st.h * st.c), out, st.h, st.c
+        out, st = rc.dynamic_rnn(rc.BasicLSTMCell(H), X, sequence_length=L, length_aware=aware,
+                                 scope="lstm")
+        go, gh = rc.dynamic_rnn(rc.GRUCell(H, reset_after=True), X, sequence_length=L,
+                                length_aware=aware, scope="gru")
+        to, th = rc.dynamic_rnn(rc.GRUCell(H), X, sequence_length=L, length_aware=aware,
+                                scope="gru_tf")
+        loss = rc.sum(out * R) + rc.sum(st.h * st.c) + rc.sum(go * R * 0.5) + \
+            rc.sum(gh * gh) + rc.sum(to * R * R) + rc.sum(th)
+        return loss, out, st.h, st.c, go, gh, to, th
 
     return rc.Model(fn, {"X": rc.Input((None, None, I)), "R": rc.Input((None, None, H)),
                          "L": rc.Input((None,), "i32")}, dtype="f64")
@@ -68,25 +78,32 @@ def test_compiled_equals_masked_interpreter(kernels, name, T, lengths):
     assert len(got) == len(want)
     for k, (a, b) in enumerate(zip(got, want)):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=f"result {k} ({name})")
-    out, h = got[1], got[2]
-    for b, n in enumerate(lengths):  # TF1: zeros past each length, state at the last valid step
-        assert not np.any(out[b, n:]), name
-        if n:
-            np.testing.assert_allclose(h[b], out[b, n - 1], rtol=1e-12)
-        else:
-            assert not np.any(h[b])
+    for out, h in ((got[1], got[2]), (got[4], got[5]), (got[6], got[7])):
+        for b, n in enumerate(lengths):  # TF1: zeros past each length, state at the last step
+            assert not np.any(out[b, n:]), name
+            if n:
+                np.testing.assert_allclose(h[b], out[b, n - 1], rtol=1e-12)
+            else:
+                assert not np.any(h[b])
 
 
 def test_kernel_runs_active_rows_and_ragged_gemms(kernels):
     m, ref, wrt, g, c = kernels
     opt = optimize(g).graph
     scans = [n for n in opt.nodes if n.op is Op.SCAN]
-    assert len(scans) == 2 and all(rows.rows_index(s) is not None for s in scans)
+    assert len(scans) == 6 and all(rows.rows_index(s) is not None for s in scans)
     text = str(opt)
-    assert text.count("rows=") == 2 and "ragged_matmul" in text and "ragged_tensordot" in text
+    assert text.count("rows=") == 6
+    # every product over the [T, B] rows is ragged: the input projection (the three cells'
+    # share one GEMM after gate fusion), dX and the input-weight gradients (the GRUs' sliced
+    # projections and concatenated cotangents too)
+    assert text.count("= ragged_matmul") == 2 and text.count("= ragged_tensordot") >= 6, text
+    assert not [n for n in opt.nodes if n.op in (Op.MATMUL, Op.TENSORDOT) and
+                n.inputs[0].ndim == 3], text
     src = open(c.path).read()
-    assert src.count("rt.active_rows(") == 2  # forward and reverse loop
+    assert src.count("rt.active_rows(") == 6  # forward and reverse loops
     assert "rt.ragged_matmul(" in src and "rt.ragged_tensordot(" in src
+    assert "d_T * d_B" not in src  # no dense GEMM over every padded step
     assert "if True else" in src  # validity masks are not evaluated on active rows
 
 
