@@ -280,3 +280,57 @@ class Gemm:
                  ctypes.c_void_p(out.data.ptr), n))
         self.raw_calls += 1
         return out
+
+
+# ------------------------------------------------------------------------------------------
+# variable-length batches: the valid (t, b) rows of a ragged GEMM (lengths known on the host)
+# ------------------------------------------------------------------------------------------
+def ragged_rows(lengths: np.ndarray, T: int) -> tuple[int, np.ndarray]:
+    """(tf, idx) for valid[t, b] = t < lengths[b], t < T: the steps t < tf that every row runs
+    (tf = min(lengths) clipped to [0, T]) and the flat row indices t * B + b of the other valid
+    rows, in (t, b) order (int64, on the host)."""
+    L = np.asarray(lengths).astype(np.int64)
+    B = L.shape[0]
+    if B == 0:
+        return T, np.zeros(0, np.int64)
+    tf = int(min(T, max(0, int(L.min()))))
+    m = int(min(T, max(0, int(L.max()))))
+    tt, bb = np.nonzero(np.arange(tf, m)[:, None] < L[None, :])
+    return tf, ((tt + tf) * B + bb).astype(np.int64)
+
+
+def ragged_matmul(xp, gemm, a3, w, tf: int, idx, out) -> None:
+    """out[t, b] = a3[t, b] @ w on the valid rows (ragged_rows: the steps below tf as one GEMM,
+    the rows idx (a device index array) of the others gathered into a second one and scattered
+    back); the other rows of the steps >= tf are zero."""
+    T, B, K = a3.shape
+    N = w.shape[1]
+    a2 = a3.reshape(T * B, K)
+    o2 = out.reshape(T * B, N)
+    m = tf * B
+    if m:
+        gemm(a2[:m], w, o2[:m])
+    if m < T * B:
+        o2[m:] = 0
+    if idx.shape[0]:
+        po = xp.empty((idx.shape[0], N), out.dtype)
+        gemm(xp.take(a2, idx, axis=0), w, po)
+        o2[idx] = po
+
+
+def ragged_tensordot(xp, gemm, a3, c3, tf: int, idx, out) -> None:
+    """out = sum over the valid rows (t, b) of outer(a3[t, b], c3[t, b]) [K, N]: a3^T c3 over
+    the steps below tf (one GEMM, no copies), plus the gathered rows idx of the others."""
+    T, B, K = a3.shape
+    N = c3.shape[2]
+    a2 = a3.reshape(T * B, K)
+    c2 = c3.reshape(T * B, N)
+    m = tf * B
+    if m:
+        gemm(a2[:m].T, c2[:m], out)
+    else:
+        out.fill(0)
+    if idx.shape[0]:
+        part = xp.empty((K, N), out.dtype)
+        gemm(xp.take(a2, idx, axis=0).T, xp.take(c2, idx, axis=0), part)
+        out += part
