@@ -17,6 +17,11 @@ Lowering (docs/cuda.md):
   capture) and replayed; the graph is cached per (shapes, trip count, buffer addresses) and the
   executor keeps its buffers between calls, so a second call replays without capturing. If
   capture fails the loop runs as plain launches (`capture_error` says why);
+* a scan with the `rows` hint (a variable-length batch sorted by length) computes the active
+  rows [:nb(t)] of each step only (row views of full-size buffers; nb from the sorted lengths,
+  kept on the host); under CUDA graphs its steps are captured in segments of a fixed grid with
+  their rows rounded up, cached without the trip count, so other length patterns replay them;
+  ragged GEMMs run over the valid (t, b) rows only;
 * a scan with a run-time stop (decoding) runs as plain launches, reading the stop flag before
   each step (one device sync per step);
 * an LSTM forward scan (recognised structurally and checked numerically, kernels_lstm.py) runs
