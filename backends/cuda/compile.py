@@ -271,7 +271,7 @@ class CompiledCuda:
             return
         if id(n) in self.host:
             if op is Op.DIMSIZE:
-                env[id(n)] = n.dtype.np.type(np.shape(env[id(n.inputs[0])])[n.attr("axis")])
+                env[id(n)] = n.dtype.np.type(self._dimsize(n, env))
                 return
             vals = [self._hostval(i, env) for i in n.inputs]
             r = REGISTRY[op].impl(Context(), dict(n.attrs), *vals)
@@ -362,7 +362,7 @@ class CompiledCuda:
             (idx,) = ins
             env[id(n)] = (idx[..., None] == xp.arange(n.attr("depth"))).astype(dt)
         elif op is Op.DIMSIZE:
-            env[id(n)] = n.dtype.np.type(ins[0].shape[n.attr("axis")])
+            env[id(n)] = n.dtype.np.type(self._dimsize(n, env))
         elif op in (Op.GATHER, Op.SCATTER_ADD):
             src, idx = ins
             rows = src.shape[0] if op is Op.GATHER else n.attr("rows")
@@ -403,6 +403,15 @@ class CompiledCuda:
             env[id(n)] = out
         else:
             raise NotImplementedError(f"CUDA backend: no lowering for op {op.value}")
+
+    def _dimsize(self, n: Node, env: dict) -> int:
+        """A DIMSIZE's value; axis 0 of a per-row value of a length-aware step is the batch,
+        not the active rows the step computes."""
+        x, ax = n.inputs[0], n.attr("axis")
+        r = self._rows
+        if ax == 0 and r is not None and id(x) in r[0]:
+            return self.shape(x.shape)[0]
+        return np.shape(env[id(x)])[ax]
 
     def _ragged_rows(self, lengths, T: int):
         """rt.ragged_rows with the index array on the device, cached per (T, lengths): the

@@ -135,6 +135,33 @@ else:
         assert Op.RAGGED_MATMUL in ops and Op.RAGGED_TENSORDOT in ops
         assert {k for k, _ in c.permute_modes.values()} == {"head", "zero"}
 
+    def test_batch_size_inside_a_step_is_the_whole_batch():
+        """A cell reading its batch size (rc.count over axis 0) inside a length-aware step
+        sees B, not the rows the step computes."""
+        class Scaled(rc.BasicRNNCell):
+            def call(self, inputs, state):
+                o, _ = super().call(inputs, state)
+                o = o / rc.count(o, axis=0)
+                return o, o
+
+        def make(aware):
+            def fn(X, L):
+                return rc.dynamic_rnn(Scaled(3), X, sequence_length=L, length_aware=aware)
+
+            return rc.Model(fn, {"X": rc.Input((None, None, 2)), "L": rc.Input((None,), "i32")},
+                            dtype="f64")
+
+        m, ref = make(True), make(False)
+        p = m.init(seed=0)
+        inputs = {"X": np.random.default_rng(0).standard_normal((4, 5, 2)),
+                  "L": np.array([5, 1, 3, 1], np.int32)}
+        c = compile_graph(m.graph, "cuda")
+        c.use_graphs = False
+        got = c(*m.arguments(p, inputs))
+        assert [r["rows"] for r in c.row_log] == [[4, 2, 2, 1, 1]]
+        for a, b in zip(got, interpret(ref.graph, ref.arguments(p, inputs))):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
     def test_row_segments():
         nbs = [4, 4, 3, 3, 2, 1, 1, 1]
         # forward: step 0 runs alone, then the grid t // 3: [1, 2], [3, 4, 5], [6, 7]
