@@ -196,6 +196,18 @@ def _layout(x):
     return None
 
 
+def gemm_args(a, b) -> tuple[int, ...] | None:
+    """cuBLAS (column-major) arguments of the row-major out[m, n] = a[m, k] @ b[k, n] into a
+    C-contiguous out: (transa, transb, M, N, K, lda, ldb, ldc) of C^T = b^T a^T, i.e. cuBLAS's
+    A is b and its B is a; None when a or b has no unit stride (then xp.matmul)."""
+    la, lb = _layout(a), _layout(b)
+    if la is None or lb is None:
+        return None
+    m, k = a.shape
+    n = b.shape[1]
+    return lb[0], la[0], n, m, k, lb[1], la[1], n
+
+
 _LIB: list = []
 
 
@@ -245,12 +257,13 @@ class Gemm:
                 a.dtype != dt or b.dtype != dt or not out.flags.c_contiguous:
             self.xp.matmul(a, b, out=out)
             return out
-        la, lb = _layout(a), _layout(b)
+        args = gemm_args(a, b)
         m, k = a.shape
         n = b.shape[1]
-        if la is None or lb is None:
+        if args is None:
             self.xp.matmul(a, b, out=out)
             return out
+        ta, tb, _, _, _, lda, ldb, ldc = args
         if m == 0 or n == 0:
             return out
         if k == 0:
@@ -267,17 +280,16 @@ class Gemm:
             from cupy_backends.cuda.libs import cublas
 
             f = cublas.sgemm if dt == np.float32 else cublas.dgemm
-            f(self.handle, lb[0], la[0], n, m, k, one.ctypes.data, b.data.ptr, lb[1],
-              a.data.ptr, la[1], zero.ctypes.data, out.data.ptr, n)
+            f(self.handle, ta, tb, n, m, k, one.ctypes.data, b.data.ptr, lda,
+              a.data.ptr, ldb, zero.ctypes.data, out.data.ptr, ldc)
             return out
         if not self.xp.cuda.runtime.streamIsCapturing(sp):
             _check(lib.cublasSetStream_v2(ctypes.c_void_p(self.handle), ctypes.c_void_p(sp)))
         f = lib.cublasSgemm_v2 if dt == np.float32 else lib.cublasDgemm_v2
-        # row-major C = A B  <=>  column-major C^T = B^T A^T
-        _check(f(ctypes.c_void_p(self.handle), lb[0], la[0], n, m, k,
-                 ctypes.c_void_p(one.ctypes.data), ctypes.c_void_p(b.data.ptr), lb[1],
-                 ctypes.c_void_p(a.data.ptr), la[1], ctypes.c_void_p(zero.ctypes.data),
-                 ctypes.c_void_p(out.data.ptr), n))
+        _check(f(ctypes.c_void_p(self.handle), ta, tb, n, m, k,
+                 ctypes.c_void_p(one.ctypes.data), ctypes.c_void_p(b.data.ptr), lda,
+                 ctypes.c_void_p(a.data.ptr), ldb, ctypes.c_void_p(zero.ctypes.data),
+                 ctypes.c_void_p(out.data.ptr), ldc))
         self.raw_calls += 1
         return out
 

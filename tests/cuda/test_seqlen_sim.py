@@ -30,6 +30,7 @@ else:
     import rnncomp as rc
     from rnncomp.ir import Op
     from rnncomp.backends.cuda.compile import row_segments
+    from rnncomp.backends.cuda.runtime import gemm_args
     from rnncomp.runtime.compiler import compile_graph
     from rnncomp.runtime.grad import model_grad_graph
     from rnncomp.runtime.interp import interpret
@@ -171,3 +172,47 @@ else:
         assert row_segments(list(range(6, -1, -1)), nbs, 3, 2, 4) == \
             [([6], 2), ([5, 4, 3], 4), ([2, 1, 0], 4)]
         assert row_segments([1, 2], [3, 3, 3], 8, 2, 3) == [([1, 2], 3)]
+
+    def _cublas_gemm(transa, transb, M, N, K, A, lda, B, ldb, ldc):
+        """cuBLAS's column-major C[M, N] = op(A) op(B) on flat buffers (with its lda/ldb/ldc
+        checks): element (i, j) of a matrix with leading dimension ld is buf[i + j * ld]."""
+        assert lda >= max(1, K if transa else M) and ldb >= max(1, N if transb else K)
+        assert ldc >= max(1, M)
+
+        def op(buf, trans, rows, cols, ld):
+            i, p = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+            return buf[p + i * ld] if trans else buf[i + p * ld]
+
+        C = op(A, transa, M, K, lda) @ op(B, transb, K, N, ldb)
+        flat = np.zeros(ldc * N)
+        i, j = np.meshgrid(np.arange(M), np.arange(N), indexing="ij")
+        flat[i + j * ldc] = C
+        return flat
+
+    def _from(x):
+        """The flat buffer starting at x's first element (x a view of a C-contiguous base)."""
+        base = x
+        while base.base is not None:
+            base = base.base
+        off = (x.__array_interface__["data"][0] - base.__array_interface__["data"][0])
+        return base.ravel()[off // x.itemsize:]
+
+    @pytest.mark.parametrize("T,B,K,N", [(3, 2, 4, 5), (3, 2, 1, 5), (4, 3, 5, 1), (2, 3, 1, 1)])
+    def test_gemm_arguments_of_the_ragged_layouts(T, B, K, N):
+        """The raw cuBLAS call (runtime.gemm_args; the simulator runs xp.matmul instead) on the
+        operands the ragged GEMMs pass: row prefixes (the steps every row runs), transposed row
+        prefixes (weight gradients a^T c, K = 1 for the bias), transposed gathered rows."""
+        rng = np.random.default_rng(T * 100 + K * 10 + N)
+        a2, c2 = rng.standard_normal((T * B, K)), rng.standard_normal((T * B, N))
+        w = rng.standard_normal((K, N))
+        idx = np.array([0, 2, T * B - 1])
+        cases = [(a2[:m], w) for m in range(1, T * B + 1)] + \
+            [(a2[:m].T, c2[:m]) for m in range(1, T * B + 1)] + \
+            [(np.take(a2, idx, axis=0).T, np.take(c2, idx, axis=0))]
+        for a, b in cases:
+            args = gemm_args(a, b)
+            assert args is not None
+            ta, tb, M, Nn, Kk, lda, ldb, ldc = args
+            flat = _cublas_gemm(ta, tb, M, Nn, Kk, _from(b), lda, _from(a), ldb, ldc)
+            np.testing.assert_allclose(flat[:a.shape[0] * b.shape[1]].reshape(a.shape[0], -1),
+                                       a @ b, rtol=1e-12, atol=1e-12)
