@@ -129,6 +129,7 @@ class CompiledCuda:
         self.row_log: list[dict] = []
         self._rows: tuple[set, int] | None = None  # (per-row ids, nb) of the running step
         self._ragged_idx: dict = {}
+        self.sim_graph_keys: set = set()  # simulator: the keys of the graphs a GPU captures
         self._bufs: dict = {}
         self._graphs: dict = {}
         self.dims: dict[str, int] = {}
@@ -386,7 +387,7 @@ class CompiledCuda:
             h = np.argsort(-np.asarray(self._hostval(n.inputs[0], env)).astype(np.int64),
                            kind="stable").astype(np.int32)
             self._mirror[id(n)] = h
-            env[id(n)] = xp.asarray(h)
+            env[id(n)] = self._upload(key, h, dt)
         elif op is Op.PERMUTE:
             self._permute(n, ins, env)
         elif op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
@@ -403,6 +404,16 @@ class CompiledCuda:
             env[id(n)] = out
         else:
             raise NotImplementedError(f"CUDA backend: no lowering for op {op.value}")
+
+    def _upload(self, key, h: np.ndarray, dtype):
+        """A host array copied into the persistent buffer `key` (a stable address)."""
+        h = np.ascontiguousarray(h, dtype)
+        b = self.buf(key, h.shape, dtype)
+        if self.sim:
+            np.copyto(b, h)
+        else:
+            b.set(h)
+        return b
 
     def _dimsize(self, n: Node, env: dict) -> int:
         """A DIMSIZE's value; axis 0 of a per-row value of a length-aware step is the batch,
@@ -452,14 +463,20 @@ class CompiledCuda:
             env[id(n)] = x  # an already sorted batch
             return
         mode = self.permute_modes.get(id(n))
-        idx = xp.asarray(np.argsort(ph) if inverse else ph)
+        q = np.argsort(ph) if inverse else ph
+        # results in the node's own buffer: a stable address (a later scan's graph key)
+        if xh is not None:
+            env[id(n)] = self._upload((id(n), 0), self._mirror[id(n)], n.dtype.np)
+            return
+        out = self.buf((id(n), 0), self.shape(n.shape), n.dtype.np)
+        idx = xp.asarray(q)
         if mode is None:
-            env[id(n)] = xp.ascontiguousarray(xp.take(x, idx, axis=ax))
+            xp.take(x, idx, axis=ax, out=out)
+            env[id(n)] = out
             return
         kind, L0 = mode
         T = x.shape[0]
         m = int(min(T, max(0, int(np.max(self._hostval(L0, env), initial=0)))))
-        out = self.buf((id(n), 0), self.shape(n.shape), n.dtype.np)
         if m:
             out[:m] = xp.take(x[:m], idx, axis=1)
         if kind == "zero" and m < T:
@@ -660,9 +677,13 @@ class CompiledCuda:
 
     def _replay(self, key, fn) -> bool:
         """Run fn's launches as a CUDA graph, captured on the first call with this key and
-        replayed after; False (fn not run) in the simulator, with graphs off, or when capture
-        fails (capture_error says why; graphs are then off for this compiled graph)."""
-        if self.sim or not self.use_graphs:
+        replayed after; False (fn not run) in the simulator (which records the key in
+        sim_graph_keys), with graphs off, or when capture fails (capture_error says why; graphs
+        are then off for this compiled graph)."""
+        if not self.use_graphs:
+            return False
+        if self.sim:  # no graphs: record the key a GPU would capture under
+            self.sim_graph_keys.add(key)
             return False
         g = self._graphs.get(key)
         if g is None:
@@ -744,9 +765,12 @@ def _permute_modes(graph: Graph) -> dict[int, tuple[str, Node]]:
             modes[id(n)] = ("head", L)
     return modes
 
+
 def _addr(v):
     if hasattr(v, "data") and hasattr(v.data, "ptr"):
         return (v.data.ptr, v.shape, v.strides)
+    if isinstance(v, np.ndarray):  # the simulator's buffers
+        return (v.__array_interface__["data"][0], v.shape, v.strides)
     if isinstance(v, (np.generic, int, float, bool)):
         return ("v", repr(v))
     return ("id", id(v))

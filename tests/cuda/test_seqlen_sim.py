@@ -136,6 +136,36 @@ else:
         assert Op.RAGGED_MATMUL in ops and Op.RAGGED_TENSORDOT in ops
         assert {k for k, _ in c.permute_modes.values()} == {"head", "zero"}
 
+    def test_segments_recur_across_length_patterns(compiled):
+        """The graph keys of a hinted scan's segments (recorded by the simulator) do not depend
+        on the trip count or the exact lengths: other batches with the same rounded rows per
+        segment reuse the graphs a GPU captured, and the buffers keep their addresses."""
+        m, ref, wrt, c = compiled
+        c.use_graphs, c.row_chunk, c.row_levels = True, 3, 2
+        T, p = 7, m.init(seed=3)
+        rng = np.random.default_rng(4)
+        X, X2, R = (rng.standard_normal((4, T, d)) for d in (I, 2, H))
+
+        def keys(lengths):
+            c.sim_graph_keys.clear()
+            c(*m.arguments(p, {"X": X, "X2": X2, "R": R, "L": np.array(lengths, np.int32)}))
+            return set(c.sim_graph_keys)
+
+        a = keys([1, 7, 5, 2])
+        # four loops; forward steps 1..6 (after step 0) in 3 segments [1, 2] [3, 4, 5] [6],
+        # reverse steps 5..0 (after step 6) in 2: [5, 4, 3] [2, 1, 0]
+        assert len(a) == 2 * (3 + 2)
+        assert keys([1, 7, 5, 2]) == a  # the same batch again: every graph replayed
+        # other lengths, same rows per segment (rounded up to 2 or 4): the same graphs
+        assert keys([2, 7, 1, 6]) == a
+        # trip count 6: the forward segments recur; reverse [4, 3] is new (one per loop)
+        assert len(keys([2, 6, 1, 5]) - a) == 2
+        # more rows in steps 3..5: one new segment per loop
+        assert len(keys([6, 7, 6, 6]) - a) == 4
+        # (an already sorted batch is not copied, so its loops read other buffers: a second
+        # set of graphs)
+        assert not keys([7, 5, 2, 1]) & a
+
     def test_batch_size_inside_a_step_is_the_whole_batch():
         """A cell reading its batch size (rc.count over axis 0) inside a length-aware step
         sees B, not the rows the step computes."""
