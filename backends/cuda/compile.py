@@ -620,7 +620,8 @@ class CompiledCuda:
         log: list[int] | None = None
         if nbs is not None:
             log = []
-            self.row_log.append({"scan": n.name, "reverse": bool(info.reverse), "rows": log})
+            self.row_log.append({"scan": n.name or f"scan{list(self.row_classes).index(id(n))}",
+                                 "reverse": bool(info.reverse), "rows": log})
 
         def run(ts: list[int], nb_of) -> None:
             for t in ts:
