@@ -72,7 +72,8 @@ class Program:
 class CompiledCuda:
     """A graph compiled for the CUDA backend (same attributes as rnncomp.runtime.compiler.CompiledGraph:
     graph, backend, optimized, stages, source, path, key, timings; plus kernels, specs,
-    persistent, use_graphs, capture_error, stats)."""
+    persistent, use_graphs, capture_error, stats; for variable-length batches row_log,
+    row_chunk, row_levels, max_graphs)."""
 
     def __init__(self, graph: Graph, opt, source: str, path: Path, key: str, module,
                  specs: dict, host: set, timings: dict):
