@@ -685,6 +685,8 @@ class CompiledCuda:
         if not self.use_graphs:
             return False
         if self.sim:  # no graphs: record the key a GPU would capture under
+            if len(self.sim_graph_keys) >= max(1, int(self.max_graphs)):
+                self.sim_graph_keys.clear()
             self.sim_graph_keys.add(key)
             return False
         g = self._graphs.get(key)
