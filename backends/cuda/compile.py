@@ -17,6 +17,11 @@ Lowering (docs/cuda.md):
   capture) and replayed; the graph is cached per (shapes, trip count, buffer addresses) and the
   executor keeps its buffers between calls, so a second call replays without capturing. If
   capture fails the loop runs as plain launches (`capture_error` says why);
+* a scan with the `rows` hint (a variable-length batch sorted by length) computes the active
+  rows [:nb(t)] of each step only (row views of full-size buffers; nb from the sorted lengths,
+  kept on the host); under CUDA graphs its steps are captured in segments of a fixed grid with
+  their rows rounded up, cached without the trip count, so other length patterns replay them;
+  ragged GEMMs run over the valid (t, b) rows only;
 * a scan with a run-time stop (decoding) runs as plain launches, reading the stop flag before
   each step (one device sync per step);
 * an LSTM forward scan (recognised structurally and checked numerically, kernels_lstm.py) runs
@@ -38,7 +43,7 @@ from .compat import ensure_numpy_compat, simulator
 
 ensure_numpy_compat()
 
-from rnncomp.ir import Graph, Node, Op  # noqa: E402
+from rnncomp.ir import Graph, Node, Op, rows as rows_ir  # noqa: E402
 from rnncomp.ir.context import Context, InputError  # noqa: E402
 from rnncomp.ir.graph import resolve_dim  # noqa: E402
 from rnncomp.ir.ops import REGISTRY, scan_info, take_index_error  # noqa: E402
@@ -67,7 +72,8 @@ class Program:
 class CompiledCuda:
     """A graph compiled for the CUDA backend (same attributes as rnncomp.runtime.compiler.CompiledGraph:
     graph, backend, optimized, stages, source, path, key, timings; plus kernels, specs,
-    persistent, use_graphs, capture_error, stats)."""
+    persistent, use_graphs, capture_error, stats; for variable-length batches row_log,
+    row_chunk, row_levels, max_graphs)."""
 
     def __init__(self, graph: Graph, opt, source: str, path: Path, key: str, module,
                  specs: dict, host: set, timings: dict):
@@ -109,7 +115,22 @@ class CompiledCuda:
         self._capturing = False
         self.capture_traceback: str | None = None
         self.lstm = kernels_lstm.find_lstm_scans(self.optimized)
-        self.stats = {"graph_replays": 0, "captures": 0, "persistent_runs": 0, "eager_steps": 0}
+        self.stats = {"graph_replays": 0, "captures": 0, "persistent_runs": 0, "eager_steps": 0,
+                      "rows_skipped": 0}
+        # length-aware scans (the `rows` hint, rnncomp.ir.rows): scan id -> ids of the per-row
+        # values of its body, which a step computes on its active rows [:nb] only
+        self.row_classes = _hinted_scans(self.optimized)
+        # top-level permutes of a sorted batch that touch the steps below max(L) only
+        self.permute_modes = _permute_modes(self.optimized)
+        self.row_chunk = 8    # steps per captured segment of a length-aware scan
+        self.row_levels = 8   # a segment's rows are rounded up to a multiple of ceil(B / this)
+        self.max_graphs = 512  # captured graphs kept (the oldest are dropped)
+        # per call: one entry per length-aware scan run, {"scan", "reverse", "rows"}: the rows
+        # each step computed, in execution order
+        self.row_log: list[dict] = []
+        self._rows: tuple[set, int] | None = None  # (per-row ids, nb) of the running step
+        self._ragged_idx: dict = {}
+        self.sim_graph_keys: set = set()  # simulator: the keys of the graphs a GPU captures
         self._bufs: dict = {}
         self._graphs: dict = {}
         self.dims: dict[str, int] = {}
@@ -126,6 +147,19 @@ class CompiledCuda:
             b = self.xp.empty(shape, dt)
             self._bufs[key] = b
         return b
+
+    def obuf(self, key, n: Node, shape, dtype):
+        """The buffer of node n; inside a length-aware step, the view of its active rows when
+        n is a per-row value (buffers keep their full shape: stable addresses)."""
+        b = self.buf(key, shape, dtype)
+        r = self._rows
+        return b[:r[1]] if r is not None and id(n) in r[0] else b
+
+    def rshape(self, n: Node, shape) -> tuple[int, ...]:
+        """shape with axis 0 cut to the active rows when n is a per-row value of the running
+        length-aware step."""
+        r = self._rows
+        return (r[1],) + tuple(shape[1:]) if r is not None and id(n) in r[0] else tuple(shape)
 
     # -- calling ----------------------------------------------------------------------------
     def _bind(self, args, env: dict, mirror: dict) -> None:
@@ -168,6 +202,7 @@ class CompiledCuda:
     def _execute(self, args) -> list:
         env: dict = {}
         self._mirror: dict = {}
+        self.row_log = []
         self._bind(args, env, self._mirror)
         self._run(self.prog, env, {})
         outs = []
@@ -238,7 +273,7 @@ class CompiledCuda:
             return
         if id(n) in self.host:
             if op is Op.DIMSIZE:
-                env[id(n)] = n.dtype.np.type(np.shape(env[id(n.inputs[0])])[n.attr("axis")])
+                env[id(n)] = n.dtype.np.type(self._dimsize(n, env))
                 return
             vals = [self._hostval(i, env) for i in n.inputs]
             r = REGISTRY[op].impl(Context(), dict(n.attrs), *vals)
@@ -254,12 +289,12 @@ class CompiledCuda:
         dt = n.dtype.np if n.dtype is not None else None
         key = (id(n), 0)
         if op is Op.FULL:
-            b = self.buf(key, sh, dt)
+            b = self.obuf(key, n, sh, dt)
             b.fill(n.attr("value"))
             env[id(n)] = b
         elif op is Op.MATMUL:
             a, w = ins
-            out = self.buf(key, sh, dt)
+            out = self.obuf(key, n, sh, dt)
             if a.ndim == 2:
                 self.gemm(a, w, out)
             else:
@@ -270,17 +305,17 @@ class CompiledCuda:
             env[id(n)] = xp.ascontiguousarray(xp.tensordot(
                 ins[0], ins[1], axes=(list(n.attr("a_axes")), list(n.attr("b_axes")))))
         elif op is Op.TRANSPOSE:
-            out = self.buf(key, sh, dt)
+            out = self.obuf(key, n, sh, dt)
             xp.copyto(out, ins[0].transpose(tuple(n.attr("perm"))))
             env[id(n)] = out
         elif op is Op.RESHAPE:
             x = ins[0]
             if n.inputs[0].shape == ():
-                out = self.buf(key, sh, dt)
+                out = self.obuf(key, n, sh, dt)
                 out[...] = x
                 env[id(n)] = out
             else:
-                env[id(n)] = xp.ascontiguousarray(x).reshape(sh)
+                env[id(n)] = xp.ascontiguousarray(x).reshape(self.rshape(n, sh))
         elif op is Op.SLICE:
             ax = n.attr("axis")
             idx = (slice(None),) * ax + (slice(n.attr("start"), n.attr("stop")),)
@@ -288,7 +323,7 @@ class CompiledCuda:
         elif op is Op.PAD:
             ax, s = n.attr("axis"), n.attr("start")
             d = ins[0].shape[ax]
-            out = self.buf(key, sh, dt)
+            out = self.obuf(key, n, sh, dt)
             out.fill(0)
             out[(slice(None),) * ax + (slice(s, s + d),)] = ins[0]
             env[id(n)] = out
@@ -303,7 +338,7 @@ class CompiledCuda:
             env[id(n)] = xp.ascontiguousarray(y).reshape((-1,) + tuple(y.shape[2:]))[:sh[0]]
         elif op is Op.CONCAT:
             ax = n.attr("axis")
-            out = self.buf(key, sh, dt)
+            out = self.obuf(key, n, sh, dt)
             off = 0
             for x in ins:
                 d = x.shape[ax]
@@ -311,7 +346,7 @@ class CompiledCuda:
                 off += d
             env[id(n)] = out
         elif op in (Op.REDUCE_SUM, Op.REDUCE_MAX):
-            out = self.buf(key, sh, dt)
+            out = self.obuf(key, n, sh, dt)
             f = xp.sum if op is Op.REDUCE_SUM else xp.max
             kw = {"dtype": dt} if op is Op.REDUCE_SUM else {}
             f(ins[0], axis=tuple(n.attr("axes")), keepdims=bool(n.attr("keepdims", False)),
@@ -329,7 +364,7 @@ class CompiledCuda:
             (idx,) = ins
             env[id(n)] = (idx[..., None] == xp.arange(n.attr("depth"))).astype(dt)
         elif op is Op.DIMSIZE:
-            env[id(n)] = n.dtype.np.type(ins[0].shape[n.attr("axis")])
+            env[id(n)] = n.dtype.np.type(self._dimsize(n, env))
         elif op in (Op.GATHER, Op.SCATTER_ADD):
             src, idx = ins
             rows = src.shape[0] if op is Op.GATHER else n.attr("rows")
@@ -341,37 +376,113 @@ class CompiledCuda:
             if op is Op.GATHER:
                 env[id(n)] = xp.take(src, idx, axis=0)
             else:
-                out = self.buf(key, sh, dt)
+                out = self.obuf(key, n, sh, dt)
                 out.fill(0)
                 rt.scatter_add(xp, out, idx, src)
                 env[id(n)] = out
         elif op is Op.ARGMAX:
             env[id(n)] = xp.argmax(ins[0], axis=n.attr("axis")).astype(dt)
-        # variable-length batches: this backend runs the sorted batch with its masks (it
-        # ignores the scan's `rows` hint); the ragged GEMMs are dense GEMMs of the masked rows
+        # variable-length batches: the order and the sorted lengths are kept on the host too
+        # (no device sync for the trip count, the active rows or the ragged GEMMs' row sets)
         elif op is Op.ARGSORT:
-            h = np.asarray(self._hostval(n.inputs[0], env)).astype(np.int64)
-            env[id(n)] = xp.asarray(np.argsort(-h, kind="stable").astype(np.int32))
+            h = np.argsort(-np.asarray(self._hostval(n.inputs[0], env)).astype(np.int64),
+                           kind="stable").astype(np.int32)
+            self._mirror[id(n)] = h
+            env[id(n)] = self._upload(key, h, dt)
         elif op is Op.PERMUTE:
-            x, p = ins
-            p = xp.asarray(p).astype(np.int64)
-            if n.attr("inverse", False):
-                p = xp.argsort(p)
-            env[id(n)] = xp.ascontiguousarray(xp.take(x, p, axis=n.attr("axis")))
+            self._permute(n, ins, env)
         elif op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
-            a, b, lengths = ins
-            valid = (xp.arange(a.shape[0])[:, None] <
-                     xp.asarray(lengths).astype(np.int64)[None, :])[..., None]
-            am = xp.where(valid, a, xp.zeros((), a.dtype))
+            a, b, _ = ins
+            T = a.shape[0]
+            tf, idx = self._ragged_rows(self._hostval(n.inputs[2], env), T)
+            a = xp.ascontiguousarray(a)
+            b = xp.ascontiguousarray(b)
+            out = self.obuf(key, n, sh, dt)
             if op is Op.RAGGED_MATMUL:
-                r = xp.matmul(am, b)
-                env[id(n)] = xp.where(valid, r, xp.zeros((), r.dtype)).astype(dt)
+                rt.ragged_matmul(xp, self.gemm, a, b, tf, idx, out)
             else:
-                bm = xp.where(valid, b, xp.zeros((), b.dtype))
-                env[id(n)] = xp.ascontiguousarray(
-                    xp.tensordot(am, bm, axes=([0, 1], [0, 1]))).astype(dt)
+                rt.ragged_tensordot(xp, self.gemm, a, b, tf, idx, out)
+            env[id(n)] = out
         else:
             raise NotImplementedError(f"CUDA backend: no lowering for op {op.value}")
+
+    def _upload(self, key, h: np.ndarray, dtype):
+        """A host array copied into the persistent buffer `key` (a stable address)."""
+        h = np.ascontiguousarray(h, dtype)
+        b = self.buf(key, h.shape, dtype)
+        if self.sim:
+            np.copyto(b, h)
+        else:
+            b.set(h)
+        return b
+
+    def _dimsize(self, n: Node, env: dict) -> int:
+        """A DIMSIZE's value; axis 0 of a per-row value of a length-aware step is the batch,
+        not the active rows the step computes."""
+        x, ax = n.inputs[0], n.attr("axis")
+        r = self._rows
+        if ax == 0 and r is not None and id(x) in r[0]:
+            return self.shape(x.shape)[0]
+        return np.shape(env[id(x)])[ax]
+
+    def _ragged_rows(self, lengths, T: int):
+        """rt.ragged_rows with the index array on the device, cached per (T, lengths): the
+        ragged GEMMs of one call (projection, dX, weight gradients) share one upload."""
+        L = np.asarray(lengths).astype(np.int64)
+        k = (T, L.tobytes())
+        r = self._ragged_idx.get(k)
+        if r is None:
+            tf, idx = rt.ragged_rows(L, T)
+            if len(self._ragged_idx) >= 16:
+                self._ragged_idx.clear()
+            r = self._ragged_idx[k] = (tf, self.xp.asarray(idx))
+        return r
+
+    def _permute(self, n: Node, ins: list, env: dict) -> None:
+        """x.take(perm, axis) (or its inverse). A permutation known on the host (the batch's
+        order) is checked there, and the identity costs no copy; a sorted batch's steps are
+        permuted below max(L) only where every reader stops there (rows.steps_read), results
+        zero past max(L) are copied below it and zero-filled above (rows.zero_steps)."""
+        xp = self.xp
+        x, p = ins
+        ax = n.attr("axis")
+        inverse = bool(n.attr("inverse", False))
+        ph = self._mirror.get(id(n.inputs[1]))
+        if ph is None:
+            p = xp.asarray(p).astype(np.int64)
+            env[id(n)] = xp.ascontiguousarray(xp.take(x, xp.argsort(p) if inverse else p,
+                                                      axis=ax))
+            return
+        ph = ph.astype(np.int64)
+        if sorted(ph.tolist()) != list(range(ph.shape[0])):
+            raise InputError(f"permute: {ph.tolist()} is not a permutation of "
+                             f"0..{ph.shape[0] - 1}")
+        xh = self._mirror.get(id(n.inputs[0]))
+        if xh is not None:  # the sorted lengths: on the host too
+            self._mirror[id(n)] = np.take(xh, np.argsort(ph) if inverse else ph, axis=ax)
+        if np.array_equal(ph, np.arange(ph.shape[0])):
+            env[id(n)] = x  # an already sorted batch
+            return
+        mode = self.permute_modes.get(id(n))
+        q = np.argsort(ph) if inverse else ph
+        # results in the node's own buffer: a stable address (a later scan's graph key)
+        if xh is not None:
+            env[id(n)] = self._upload((id(n), 0), self._mirror[id(n)], n.dtype.np)
+            return
+        out = self.buf((id(n), 0), self.shape(n.shape), n.dtype.np)
+        idx = xp.asarray(q)
+        if mode is None:
+            xp.take(x, idx, axis=ax, out=out)
+            env[id(n)] = out
+            return
+        kind, L0 = mode
+        T = x.shape[0]
+        m = int(min(T, max(0, int(np.max(self._hostval(L0, env), initial=0)))))
+        if m:
+            out[:m] = xp.take(x[:m], idx, axis=1)
+        if kind == "zero" and m < T:
+            out[m:] = 0
+        env[id(n)] = out
 
     def _launch(self, spec: codegen.KernelSpec, n: Node, env: dict, direct: dict) -> None:
         outs = []
@@ -381,7 +492,7 @@ class CompiledCuda:
                 if spec.scalar_iter:
                     d = self.buf((id(n), k), (1,), o.dtype.np)
                 else:
-                    d = self.buf((id(n), k), self.shape(o.shape), o.dtype.np)
+                    d = self.obuf((id(n), k), n, self.shape(o.shape), o.dtype.np)
             outs.append(d)
         args = []
         for a, kind in zip(spec.args, spec.kinds):
@@ -446,21 +557,41 @@ class CompiledCuda:
         carry_ph = {id(p) for p in b_carry}
         swap = any(id(o) in carry_ph and o is not p for o, p in zip(body.outputs[:nc], b_carry))
 
-        def step(it: int) -> None:
-            t = steps - 1 - it if info.reverse else it
+        # the `rows` hint (rnncomp.ir.rows): the batch is sorted by length, longest first, and
+        # a row past its length is a no-op, so step t computes its active rows [:nb] only
+        # (per-row body values are views of the first nb rows of their buffers; carry rows
+        # past nb stay frozen, ys rows past nb stay zero)
+        per_row = self.row_classes.get(id(n))
+        nbs = None
+        if per_row is not None and steps > 0:
+            nbs = self._active_rows(n, env, steps, carries[0].shape[0])
+        w_rows = {k for k, p in enumerate(b_w) if per_row is not None and id(p) in per_row}
+
+        def step(t: int, nb: int | None = None) -> None:
+            if nb == 0:
+                return  # every row has ended: a no-op
+            rs = Ellipsis if nb is None else slice(0, nb)
             benv: dict = {id(t_ph): np.int32(t)}
             for p, c in zip(b_carry, carries):
-                benv[id(p)] = c
+                benv[id(p)] = c if nb is None else c[rs]
             for p, x in zip(b_x, X):
-                benv[id(p)] = x[t]
-            for p, w in zip(b_w, W):
-                benv[id(p)] = w
-            dmap = {key: ys[k][t] for key, k in direct.items()}
-            self._run(prog, benv, dmap)
+                benv[id(p)] = x[t] if nb is None else x[t, rs]
+            for k, (p, w) in enumerate(zip(b_w, W)):
+                benv[id(p)] = w[rs] if nb is not None and k in w_rows else w
+            dmap = {key: ys[k][t] if nb is None else ys[k][t, rs] for key, k in direct.items()}
+            saved = self._rows
+            self._rows = None if nb is None else (per_row, nb)
+            try:
+                self._run(prog, benv, dmap)
+            finally:
+                self._rows = saved
             for k, y in enumerate(body.outputs[nc:]):
                 if k not in written:
                     v = benv[id(y)] if y.op is not Op.CONST else y.attr("value")
-                    ys[k][t] = v
+                    if nb is None:
+                        ys[k][t] = v
+                    else:
+                        ys[k][t, rs] = v
             news = []
             for k, (o, p) in enumerate(zip(body.outputs[:nc], b_carry)):
                 v = benv[id(o)] if o.op is not Op.CONST else np.asarray(o.attr("value"))
@@ -473,56 +604,177 @@ class CompiledCuda:
                 if k in hc:
                     carries[k] = np.asarray(v, p.dtype.np)[()]
                 else:
-                    carries[k][...] = v
+                    carries[k][rs] = v
 
+        order = list(range(steps - 1, -1, -1)) if info.reverse else list(range(steps))
         if info.stop is not None:
             # run-time stop: one read of the flag carry per step (a device sync, so no CUDA
             # graph); the loop ends before a step whose flag is True
-            for i in range(steps):
+            for t in order:
                 if bool(self._hostval_of(carries[info.stop])):
                     break
-                step(i)
+                step(t, None if nbs is None else int(nbs[t]))
                 self.stats["eager_steps"] += 1
             return result()
         if steps == 0:
             return result()
-        step(0)
-        self.stats["eager_steps"] += 1
-        rest = range(1, steps)
-        if steps > 1 and not self.sim and self.use_graphs and not hc and not swap:
+        log: list[int] | None = None
+        if nbs is not None:
+            log = []
+            self.row_log.append({"scan": n.name or f"scan{list(self.row_classes).index(id(n))}",
+                                 "reverse": bool(info.reverse), "rows": log})
+
+        def run(ts: list[int], nb_of) -> None:
+            for t in ts:
+                nb = nb_of(t)
+                step(t, nb)
+                if log is not None:
+                    log.append(nb)
+                    self.stats["rows_skipped"] += carries[0].shape[0] - nb
+            self.stats["eager_steps"] += len(ts)
+
+        exact = (lambda t: None) if nbs is None else (lambda t: int(nbs[t]))  # noqa: E731
+        run(order[:1], exact)  # compiles kernels, allocates the step buffers
+        rest = order[1:]
+        capturable = steps > 1 and self.use_graphs and not hc and not swap
+        B = carries[0].shape[0] if nbs is not None else 0
+        if capturable and nbs is not None and int(nbs[steps - 1]) < B:
+            # shrinking rows: segments of a fixed grid of steps, each with its largest row count
+            # rounded up (row_segments), captured per (steps, rows) and replayed whenever a
+            # later call has the same segment (the trip count is not part of the key)
+            granule = -(-B // max(1, int(self.row_levels)))
+            ins_key = tuple(_addr(v) for v in (ins[:-1] if info.has_length else ins))
+            for ts, nb in row_segments(rest, nbs, max(1, int(self.row_chunk)), granule, B):
+                key = ("rows", id(n), ts[0], ts[-1], nb, tuple(sorted(self.dims.items())),
+                       ins_key, tuple(_addr(c) for c in carries), tuple(_addr(y) for y in ys))
+                if self._replay(key, lambda ts=ts, nb=nb: [step(t, nb) for t in ts]):
+                    if log is not None:
+                        log.extend([nb] * len(ts))
+                        self.stats["rows_skipped"] += (B - nb) * len(ts)
+                else:
+                    run(ts, lambda t, nb=nb: nb)
+            return result()
+        if capturable:
             key = (id(n), steps, tuple(sorted(self.dims.items())),
                    tuple(_addr(v) for v in ins), tuple(_addr(c) for c in carries),
                    tuple(_addr(y) for y in ys))
-            g = self._graphs.get(key)
-            if g is None:
-                try:
-                    self._capturing = True
-                    try:
-                        g = rt.GraphCapture.capture(self.stream, lambda: [step(i) for i in rest])
-                    finally:
-                        self._capturing = False
-                    self._graphs[key] = g
-                    self.stats["captures"] += 1
-                except Exception as e:  # plain launches instead
-                    import traceback
-
-                    self.capture_error = f"{type(e).__name__}: {e}"
-                    self.capture_traceback = traceback.format_exc()
-                    self.use_graphs = False
-                    g = None
-            if g is not None:
-                g.launch(self.stream)
-                self.stats["graph_replays"] += 1
+            if self._replay(key, lambda: [step(t, exact(t)) for t in rest]):
+                if log is not None:
+                    log.extend(exact(t) for t in rest)
                 return result()
-        for i in rest:
-            step(i)
-        self.stats["eager_steps"] += len(rest)
+        run(rest, exact)
         return result()
+
+    def _active_rows(self, n: Node, env: dict, steps: int, B: int) -> np.ndarray:
+        """nb[t] = #{b : lengths[b] > t} for t < steps, from the hinted scan's sorted lengths
+        (on the host: mirrored from the argsort of the input lengths, no device sync)."""
+        L = np.asarray(self._hostval(rows_ir.lengths_input(n), env)).astype(np.int64).ravel()
+        if L.shape[0] != B:
+            raise InputError(f"scan {n.name!r}: the rows hint's lengths have {L.shape[0]} rows, "
+                             f"the batch has {B}")
+        if np.any(L[1:] > L[:-1]):
+            raise ValueError("rnncomp: the rows hint needs lengths sorted longest first, "
+                             f"received {L.tolist()}")
+        return np.searchsorted(-L, -np.arange(steps), side="left")
+
+    def _replay(self, key, fn) -> bool:
+        """Run fn's launches as a CUDA graph, captured on the first call with this key and
+        replayed after; False (fn not run) in the simulator (which records the key in
+        sim_graph_keys), with graphs off, or when capture fails (capture_error says why; graphs
+        are then off for this compiled graph)."""
+        if not self.use_graphs:
+            return False
+        if self.sim:  # no graphs: record the key a GPU would capture under
+            if len(self.sim_graph_keys) >= max(1, int(self.max_graphs)):
+                self.sim_graph_keys.clear()
+            self.sim_graph_keys.add(key)
+            return False
+        g = self._graphs.get(key)
+        if g is None:
+            try:
+                self._capturing = True
+                try:
+                    g = rt.GraphCapture.capture(self.stream, fn)
+                finally:
+                    self._capturing = False
+            except Exception as e:  # plain launches instead
+                import traceback
+
+                self.capture_error = f"{type(e).__name__}: {e}"
+                self.capture_traceback = traceback.format_exc()
+                self.use_graphs = False
+                return False
+            while len(self._graphs) >= max(1, int(self.max_graphs)):
+                self._graphs.pop(next(iter(self._graphs)))
+            self._graphs[key] = g
+            self.stats["captures"] += 1
+        g.launch(self.stream)
+        self.stats["graph_replays"] += 1
+        return True
+
+
+def row_segments(order: list[int], nbs, chunk: int, granule: int, B: int) -> list:
+    """The steps `order` (execution order) of a length-aware scan as [(steps, rows)]: steps
+    grouped by t // chunk (a fixed grid, so the same segments recur in calls with other
+    lengths or trip counts), each run with the most active rows of its steps (nbs[t]) rounded
+    up to a multiple of granule, at most B. Rows computed past their length are exact: the
+    body's own masks keep them no-ops (the masked semantics), only the work is wasted."""
+    segs: list = []
+    for t in order:
+        g = t // chunk
+        if segs and segs[-1][0] == g:
+            segs[-1][1].append(t)
+        else:
+            segs.append((g, [t]))
+    out = []
+    for _, ts in segs:
+        nb = max(int(nbs[t]) for t in ts)
+        out.append((ts, min(B, -(-nb // granule) * granule)))
+    return out
+
+
+def _hinted_scans(graph: Graph) -> dict[int, set[int]]:
+    """Scan id -> the ids of its body's per-row values, for every scan (nested ones too) whose
+    `rows` hint holds (rows.check: a row-separable body; a body that fails runs masked)."""
+    out: dict[int, set[int]] = {}
+    for n in graph.nodes:
+        if n.op is not Op.SCAN:
+            continue
+        cls = rows_ir.check(n)
+        if cls is not None and scan_info(n).stop is None:
+            out[id(n)] = {i for i, c in cls.items() if c == rows_ir.R}
+        out.update(_hinted_scans(n.attr("body")))
+    return out
+
+
+def _permute_modes(graph: Graph) -> dict[int, tuple[str, Node]]:
+    """Top-level permutes of a batch sorted by length that need the steps below max(L) only:
+    id -> ("head", L) where every reader stops there (rows.steps_read), ("zero", L) for
+    results zero past max(L) (rows.zero_steps: copied below, zero-filled above)."""
+    users: dict[int, list[Node]] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            users.setdefault(id(i), []).append(n)
+    outputs = {id(o) for o in graph.outputs}
+    modes: dict[int, tuple[str, Node]] = {}
+    for n in graph.nodes:
+        if n.op is not Op.PERMUTE:
+            continue
+        L = rows_ir.zero_steps(n)
+        if L is not None:
+            modes[id(n)] = ("zero", L)
+            continue
+        L = rows_ir.steps_read(n, users, outputs)
+        if L is not None:
+            modes[id(n)] = ("head", L)
+    return modes
 
 
 def _addr(v):
     if hasattr(v, "data") and hasattr(v.data, "ptr"):
         return (v.data.ptr, v.shape, v.strides)
+    if isinstance(v, np.ndarray):  # the simulator's buffers
+        return (v.__array_interface__["data"][0], v.shape, v.strides)
     if isinstance(v, (np.generic, int, float, bool)):
         return ("v", repr(v))
     return ("id", id(v))

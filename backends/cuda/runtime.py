@@ -196,6 +196,18 @@ def _layout(x):
     return None
 
 
+def gemm_args(a, b) -> tuple[int, ...] | None:
+    """cuBLAS (column-major) arguments of the row-major out[m, n] = a[m, k] @ b[k, n] into a
+    C-contiguous out: (transa, transb, M, N, K, lda, ldb, ldc) of C^T = b^T a^T, i.e. cuBLAS's
+    A is b and its B is a; None when a or b has no unit stride (then xp.matmul)."""
+    la, lb = _layout(a), _layout(b)
+    if la is None or lb is None:
+        return None
+    m, k = a.shape
+    n = b.shape[1]
+    return lb[0], la[0], n, m, k, lb[1], la[1], n
+
+
 _LIB: list = []
 
 
@@ -245,12 +257,13 @@ class Gemm:
                 a.dtype != dt or b.dtype != dt or not out.flags.c_contiguous:
             self.xp.matmul(a, b, out=out)
             return out
-        la, lb = _layout(a), _layout(b)
+        args = gemm_args(a, b)
         m, k = a.shape
         n = b.shape[1]
-        if la is None or lb is None:
+        if args is None:
             self.xp.matmul(a, b, out=out)
             return out
+        ta, tb, _, _, _, lda, ldb, ldc = args
         if m == 0 or n == 0:
             return out
         if k == 0:
@@ -267,16 +280,69 @@ class Gemm:
             from cupy_backends.cuda.libs import cublas
 
             f = cublas.sgemm if dt == np.float32 else cublas.dgemm
-            f(self.handle, lb[0], la[0], n, m, k, one.ctypes.data, b.data.ptr, lb[1],
-              a.data.ptr, la[1], zero.ctypes.data, out.data.ptr, n)
+            f(self.handle, ta, tb, n, m, k, one.ctypes.data, b.data.ptr, lda,
+              a.data.ptr, ldb, zero.ctypes.data, out.data.ptr, ldc)
             return out
         if not self.xp.cuda.runtime.streamIsCapturing(sp):
             _check(lib.cublasSetStream_v2(ctypes.c_void_p(self.handle), ctypes.c_void_p(sp)))
         f = lib.cublasSgemm_v2 if dt == np.float32 else lib.cublasDgemm_v2
-        # row-major C = A B  <=>  column-major C^T = B^T A^T
-        _check(f(ctypes.c_void_p(self.handle), lb[0], la[0], n, m, k,
-                 ctypes.c_void_p(one.ctypes.data), ctypes.c_void_p(b.data.ptr), lb[1],
-                 ctypes.c_void_p(a.data.ptr), la[1], ctypes.c_void_p(zero.ctypes.data),
-                 ctypes.c_void_p(out.data.ptr), n))
+        _check(f(ctypes.c_void_p(self.handle), ta, tb, n, m, k,
+                 ctypes.c_void_p(one.ctypes.data), ctypes.c_void_p(b.data.ptr), lda,
+                 ctypes.c_void_p(a.data.ptr), ldb, ctypes.c_void_p(zero.ctypes.data),
+                 ctypes.c_void_p(out.data.ptr), ldc))
         self.raw_calls += 1
         return out
+
+
+# ------------------------------------------------------------------------------------------
+# variable-length batches: the valid (t, b) rows of a ragged GEMM (lengths known on the host)
+# ------------------------------------------------------------------------------------------
+def ragged_rows(lengths: np.ndarray, T: int) -> tuple[int, np.ndarray]:
+    """(tf, idx) for valid[t, b] = t < lengths[b], t < T: the steps t < tf that every row runs
+    (tf = min(lengths) clipped to [0, T]) and the flat row indices t * B + b of the other valid
+    rows, in (t, b) order (int64, on the host)."""
+    L = np.asarray(lengths).astype(np.int64)
+    B = L.shape[0]
+    if B == 0:
+        return T, np.zeros(0, np.int64)
+    tf = int(min(T, max(0, int(L.min()))))
+    m = int(min(T, max(0, int(L.max()))))
+    tt, bb = np.nonzero(np.arange(tf, m)[:, None] < L[None, :])
+    return tf, ((tt + tf) * B + bb).astype(np.int64)
+
+
+def ragged_matmul(xp, gemm, a3, w, tf: int, idx, out) -> None:
+    """out[t, b] = a3[t, b] @ w on the valid rows (ragged_rows: the steps below tf as one GEMM,
+    the rows idx (a device index array) of the others gathered into a second one and scattered
+    back); the other rows of the steps >= tf are zero."""
+    T, B, K = a3.shape
+    N = w.shape[1]
+    a2 = a3.reshape(T * B, K)
+    o2 = out.reshape(T * B, N)
+    m = tf * B
+    if m:
+        gemm(a2[:m], w, o2[:m])
+    if m < T * B:
+        o2[m:] = 0
+    if idx.shape[0]:
+        po = xp.empty((idx.shape[0], N), out.dtype)
+        gemm(xp.take(a2, idx, axis=0), w, po)
+        o2[idx] = po
+
+
+def ragged_tensordot(xp, gemm, a3, c3, tf: int, idx, out) -> None:
+    """out = sum over the valid rows (t, b) of outer(a3[t, b], c3[t, b]) [K, N]: a3^T c3 over
+    the steps below tf (one GEMM, no copies), plus the gathered rows idx of the others."""
+    T, B, K = a3.shape
+    N = c3.shape[2]
+    a2 = a3.reshape(T * B, K)
+    c2 = c3.reshape(T * B, N)
+    m = tf * B
+    if m:
+        gemm(a2[:m].T, c2[:m], out)
+    else:
+        out.fill(0)
+    if idx.shape[0]:
+        part = xp.empty((K, N), out.dtype)
+        gemm(xp.take(a2, idx, axis=0).T, xp.take(c2, idx, axis=0), part)
+        out += part

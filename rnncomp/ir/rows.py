@@ -277,6 +277,64 @@ def _zero_past(y: Node, t: Node, lph: Node) -> bool:
     return is_valid_mask(outer.get(id(y.inputs[0]), y.inputs[0]), t, lph)
 
 
+def _sorted_by(L: Node, perm: Node, L0: Node) -> bool:
+    """L is permute(L0, perm) (the lengths sorted by the batch's own order)."""
+    return L.op is Op.PERMUTE and L.inputs[0] is L0 and L.inputs[1] is perm and \
+        not L.attr("inverse", False)
+
+
+def steps_read(x: Node, users: dict[int, list[Node]], outputs: set[int]) -> Node | None:
+    """For x = permute(v [T, B, ...], argsort(L), axis=1) (a batch sorted by length): L, when
+    every user of x (users: node id -> its users; outputs: ids of graph outputs) reads its
+    steps t < max(L) only (ragged GEMMs with the sorted L, loops whose trip count is max(L));
+    else None. A backend then permutes those steps only."""
+    perm = x.inputs[1]
+    if x.attr("axis") != 1 or x.attr("inverse", False) or perm.op is not Op.ARGSORT or \
+            id(x) in outputs:
+        return None
+    L0 = perm.inputs[0]
+    us = users.get(id(x), [])
+    for u in us:
+        if u.op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
+            if not _sorted_by(u.inputs[-1], perm, L0):
+                return None
+        elif u.op is Op.SCAN:
+            ui = ops.scan_info(u)
+            if not ui.has_length or any(v is x for v in u.inputs[:ui.n_carry]) or \
+                    any(v is x for v in u.inputs[ui.n_carry + ui.n_xs:]):
+                return None
+            n = u.inputs[-1]
+            while n.op in (Op.CAST, Op.MINIMUM):
+                n = n.inputs[0]
+            if not (n.op is Op.REDUCE_MAX and n.inputs[0] is L0):
+                return None
+        else:
+            return None
+    return L0 if us else None
+
+
+def zero_steps(x: Node) -> Node | None:
+    """For x = inverse permute(v [T, B, ...], argsort(L), axis=1) of a value zero past each
+    sorted length (a hinted loop's masked results, a ragged matmul over the sorted lengths): L
+    (v is zero at the steps t >= max(L): a backend copies the steps below it only)."""
+    perm = x.inputs[1]
+    if x.attr("axis") != 1 or not x.attr("inverse", False) or perm.op is not Op.ARGSORT or \
+            x.ndim != 3:
+        return None
+    L0, v = perm.inputs[0], x.inputs[0]
+    if v.op is Op.ITEM and v.inputs[0].op is Op.SCAN:
+        s = v.inputs[0]
+        L = lengths_input(s)
+        k = v.attr("index") - ops.scan_info(s).n_carry
+        ok = L is not None and k >= 0 and zero_past_length(s, k)
+    elif v.op is Op.RAGGED_MATMUL:
+        L = v.inputs[-1]
+        ok = True
+    else:
+        return None
+    return L0 if ok and _sorted_by(L, perm, L0) else None
+
+
 __all__ = ["rows_index", "classify", "check", "lengths_placeholder", "lengths_input",
            "valid_mask", "mask_rows", "is_valid_mask", "zero_past_length", "valid_rows_only",
-           "R", "S0", "S1"]
+           "steps_read", "zero_steps", "R", "S0", "S1"]
