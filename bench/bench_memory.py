@@ -9,6 +9,8 @@ Each measurement is a fresh process (so peak RSS belongs to one configuration): 
 forward+gradient graph for the cpu backend, runs it once to warm up, records the resident set
 size, runs it --calls more times and reports the peak RSS growth over the warm-up baseline (the
 activation memory the backward pass keeps alive, plus temporaries) and the median call time.
+These children run with RNNCOMP_MALLOC=off: with rnncomp's allocator policy the warm-up call's
+freed buffers would stay mapped and hide the growth; the timing process keeps the policy.
 The configurations (stored, then each k; "sqrt" is round(sqrt(T))) alternate within a round,
 and the table gives the median peak over --repeat rounds. Time is measured apart, in ONE
 process holding every configuration, one call of each in turn for --rounds rounds: the time
@@ -115,7 +117,10 @@ def one(cell: str, T: int, k: int | None, calls: int) -> dict:
     arg = "stored" if k is None else str(k)
     r = subprocess.run([sys.executable, "-c", CHILD, cell, str(T), arg, str(calls)],
                        capture_output=True, text=True, cwd=ROOT, timeout=1800,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+                       env={**os.environ, "OMP_NUM_THREADS": "1",
+                            # peaks over a baseline: freed buffers must go back to the
+                            # OS between calls (rnncomp.runtime.memory keeps them otherwise)
+                            "RNNCOMP_MALLOC": "off"})
     if r.returncode:
         raise RuntimeError(r.stderr[-2000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
