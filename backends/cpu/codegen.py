@@ -794,6 +794,7 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
     hinted = rows.check(n)  # the `rows` hint, if this loop has a valid one (see below)
     ys = []
     tail: list[int] = []  # ys whose rows t >= n nobody reads (no zero fill; see _tail_unread)
+    zero_after: list[int] = []  # ys whose rows t >= n are zeroed after the loop
     for k, y in enumerate(body.outputs[info.n_carry:]):
         yv = f"{sid}_y{k}"
         dims = ", ".join([f"{sid}_T"] + [em.dim(d) for d in y.shape])
@@ -803,6 +804,11 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
         elif not info.has_length and info.stop is None and hinted is None:
             # every row is written when the scan runs all T steps on every row: no zero fill
             blk.emit(f"{yv} = np.empty(({dims},), {NP_DT[y.dtype]})")
+        elif info.stop is None and hinted is None:
+            # a run-time trip count n: only the rows t >= n are zeroed, after the loop (a
+            # segment of a checkpointed loop zero-filled its whole buffers on every call)
+            blk.emit(f"{yv} = np.empty(({dims},), {NP_DT[y.dtype]})")
+            zero_after.append(k)
         else:
             blk.emit(f"{yv} = np.zeros(({dims},), {NP_DT[y.dtype]})")
         ys.append(yv)
@@ -913,6 +919,9 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
     blk.lines.extend(pre)
     blk.emit(f"for {sid}_it in range({sid}_n):")
     blk.lines.extend(loop)
+    for k in zero_after:
+        zero = "False" if body.outputs[info.n_carry + k].dtype is DType.bool else "0"
+        blk.emit(f"{ys[k]}[{sid}_n:] = {zero}")
     for k in aliases:  # the final state must not share memory with the outputs
         blk.emit(f"{carries[k]} = np.copy({carries[k]})")
     return carries + ys
