@@ -315,12 +315,12 @@ def reduce_mean(input_tensor: Node, axis=None, keepdims: bool = False, name=None
 
 
 def count(x: Node, axis=None) -> Node:
-    """Number of elements reduced over `axis`, as a scalar of x's dtype (works for symbolic B)."""
+    """Number of elements reduced over `axis`, as a scalar of x's dtype, read from x's shape at
+    run time for static axes too: a constant would put the size into the compiled kernel, and a
+    model that differs only in a size could not share it (see docs/design-cpu-kernels.md)."""
     n: Node | None = None
     for a in _axes(x, axis):
-        d = x.shape[a]
-        term = ops.const(d, x.dtype) if isinstance(d, int) else \
-            ops.make(Op.DIMSIZE, x, axis=a, dtype=x.dtype)
+        term = ops.make(Op.DIMSIZE, x, axis=a, dtype=x.dtype)
         n = term if n is None else ops.mul(n, term)
     return n if n is not None else ops.const(1, x.dtype)
 
