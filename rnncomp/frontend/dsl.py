@@ -443,15 +443,11 @@ def random_uniform_like(x: Node, *, site: int | None = None, step: Node | None =
         site = ctx.random_sites
     extra = []
     if x.shape and x.shape[0] == "B":
-        static = 1  # elements per example: static dims folded, symbolic ones read at run time
+        # elements per example, read at run time for static dims too (a constant would put
+        # the sizes into the compiled kernel, which is shape-generic otherwise)
         offset = example_offset_input()
-        for k, d in enumerate(x.shape[1:], start=1):
-            if isinstance(d, int):
-                static *= d
-            else:
-                offset = ops.mul(offset, ops.make(Op.DIMSIZE, x, axis=k, dtype=DType.i64))
-        if static != 1:
-            offset = ops.mul(offset, ops.const(static, DType.i64))
+        for k in range(1, len(x.shape)):
+            offset = ops.mul(offset, ops.make(Op.DIMSIZE, x, axis=k, dtype=DType.i64))
         extra = [offset]
     return ops.make(Op.RANDOM_UNIFORM, x, seed_input(), ctx.step() if step is None else step,
                     *extra, site=site, dtype=x.dtype)
