@@ -432,8 +432,9 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         src, idn = n.inputs
         m = " * ".join(em.dim(d) for d in idn.shape) or "1"
         r = " * ".join(em.dim(d) for d in n.shape[1:]) or "1"
+        rows_ = em.size(n.attr("rows"))
         blk.emit(f"{v} = rt.scatter_add_rows(np.ascontiguousarray({ins[0]}).reshape(({m}, {r})), "
-                 f"np.ascontiguousarray({ins[1]}).reshape({m}), np.zeros(({em.size(n.attr('rows'))}, "
+                 f"np.ascontiguousarray({ins[1]}).reshape({m}), np.zeros(({rows_}, "
                  f"{r}), {dt})).reshape({sh})")
         return
     if op is Op.ARGSORT:
