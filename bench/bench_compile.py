@@ -4,6 +4,7 @@ per stage, each in a fresh process, medians of --repeat runs.
 
     python bench/bench_compile.py                  # every model, 3 repeats
     python bench/bench_compile.py --models lstm ln_lstm --repeat 5 --json out.json
+    python bench/bench_compile.py --models lstm --resize 128,64 256,32   # a changed size
 
 A run is one fresh Python process that imports rnncomp, builds the model, and computes the
 first forward+gradient result (`Model.value_and_grad(backend="cpu")`) on B64 I256 H256 T100
@@ -38,6 +39,8 @@ import rnncomp as rc
 t_import = time.perf_counter() - t0
 which = sys.argv[1]
 B, I, H, T = 64, 256, 256, 100
+if len(sys.argv) > 2:  # --resize: another hidden size (and batch size) of the same model
+    H, B = int(sys.argv[2]), int(sys.argv[3])
 
 def ln(x):
     m = rc.mean(x, axis=-1, keepdims=True)
@@ -106,10 +109,11 @@ print(json.dumps({"import": t_import, "trace": t_trace, "autodiff+optimize+rende
 MODELS = ["rnn", "lstm", "gru", "peephole", "ln_lstm", "static_mnist"]
 
 
-def one(model: str, cache: str) -> dict:
+def one(model: str, cache: str, size: tuple[int, int] | None = None) -> dict:
     env = {**os.environ, "RNNCOMP_CACHE_DIR": cache}
-    r = subprocess.run([sys.executable, "-c", CHILD, model], capture_output=True, text=True,
-                       env=env, cwd=ROOT, timeout=1800)
+    extra = [str(v) for v in size] if size else []
+    r = subprocess.run([sys.executable, "-c", CHILD, model, *extra], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=1800)
     if r.returncode:
         raise RuntimeError(f"{model}: {r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -120,7 +124,14 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--json", help="write all runs to this file")
+    ap.add_argument("--resize", nargs="+", metavar="H,B", default=None,
+                    help="instead: compile the model at these hidden,batch sizes one after the "
+                         "other, each in a fresh process, all sharing one cache directory (the "
+                         "first is cold; the others show what a changed size costs)")
     a = ap.parse_args()
+    if a.resize:
+        resize(a)
+        return
     results = {}
     print(f"{'model':<13} {'cold total':>10} {'cold numba':>10} {'warm total':>10} "
           f"{'warm import':>11} {'run':>7}   (seconds, medians of {a.repeat})")
@@ -134,6 +145,24 @@ def main() -> None:
         results[model] = {"cold": cold, "warm": warm}
         print(f"{model:<13} {med(cold, 'total'):>10.2f} {med(cold, 'first_call(numba)'):>10.2f} "
               f"{med(warm, 'total'):>10.2f} {med(warm, 'import'):>11.2f} {med(warm, 'run'):>7.3f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+
+
+def resize(a) -> None:
+    sizes = [tuple(int(v) for v in s.split(",")) for s in a.resize]
+    print(f"{'model':<13} " + " ".join(f"{f'H{h} B{b}':>12}" for h, b in sizes) +
+          f"   (total seconds of each fresh process, one cache directory, medians of {a.repeat})")
+    results = {}
+    for model in a.models:
+        runs: list[list[dict]] = [[] for _ in sizes]
+        for _ in range(a.repeat):
+            with tempfile.TemporaryDirectory() as d:
+                for k, s in enumerate(sizes):
+                    runs[k].append(one(model, d, s))
+        results[model] = {f"H{h},B{b}": r for (h, b), r in zip(sizes, runs)}
+        print(f"{model:<13} " + " ".join(f"{statistics.median(r['total'] for r in rs):>12.2f}"
+                                         for rs in runs))
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
 

@@ -10,6 +10,8 @@ globals (np.float32(...)): Python float literals would promote float32 math to f
 
 from __future__ import annotations
 
+import re
+
 from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, GroupOp, Node, Op, rows, toposort
 from rnncomp.ir.graph import derived_dim
@@ -45,8 +47,12 @@ JIT_LINE_PAR = JIT_LINE[:-1] + (", parallel={'prange': True, 'comprehension': Fa
 
 
 class Emitter:
-    def __init__(self):
+    def __init__(self, literal_sizes: bool = False):
         self.consts: dict[tuple, str] = {}
+        # concrete sizes are run-time values (see `size`): slot k of the kernel's `sz` argument
+        # holds sizes[k]
+        self.literal_sizes = literal_sizes
+        self.sizes: list[int] = []
         self.counter = 0
         self.dims: dict[str, str] = {}
         self.slices: dict[int, tuple[str, int]] = {}  # id(slice node) -> (base expr, offset)
@@ -87,7 +93,44 @@ class Emitter:
         der = derived_dim(d)
         if der is not None and d not in self.dims:  # ceil(T/k): segments of a time axis
             return f"(({self.dim(der[0])} + {der[1] - 1}) // {der[1]})"
-        return self.dims[d] if isinstance(d, str) else str(d)
+        return self.dims[d] if isinstance(d, str) else self.size(d)
+
+    def size(self, value: int) -> str:
+        """A concrete size (a dim, or an offset or bound computed from dims) as a run-time value:
+        a new slot of `sz`, read into the local z<k> at the top of the function, so that graphs
+        that differ only in sizes render the same source and share one compiled kernel. Every
+        decision codegen takes from a size (a broadcast index 0, an offset 0) is written into
+        the source instead, so a kernel never runs with sizes it was not rendered for."""
+        if self.literal_sizes:
+            return str(value)
+        k = len(self.sizes)
+        self.sizes.append(int(value))
+        return f"z{k}"
+
+    def offset(self, value: int) -> str:
+        """An offset: 0 stays a literal (a structural fact: the first part, the first column)."""
+        return self.size(value) if value else "0"
+
+
+_SIZES_HERE = "    # (sizes)"  # where a function's sizes are unpacked (see _bind_sizes)
+_SLOT = re.compile(r"\bz(\d+)\b")
+
+
+def _bind_sizes(src: str, sizes: list[int]) -> tuple[str, list[int]]:
+    """Number the size slots the source reads in order of first use (render asks for more than
+    it writes: shapes it does not print) and unpack each function's slots at its top. max(., 0):
+    LLVM then knows that `i + z` >= 0 and drops the negative-index wraparound, which otherwise
+    keeps loops reading at run-time offsets from vectorizing (13x slower)."""
+    order: dict[int, int] = {}
+    for m in _SLOT.finditer(src):
+        order.setdefault(int(m.group(1)), len(order))
+    src = _SLOT.sub(lambda m: f"z{order[int(m.group(1))]}", src)
+    parts = src.split(_SIZES_HERE + "\n")
+    for k in range(1, len(parts)):
+        body = parts[k].split("\n@njit", 1)[0]
+        used = sorted({int(m.group(1)) for m in _SLOT.finditer(body)})
+        parts[k] = "".join(f"    z{j} = max(sz[{j}], 0)\n" for j in used) + parts[k]
+    return "".join(parts), [sizes[old] for old, _ in sorted(order.items(), key=lambda kv: kv[1])]
 
 
 class Block:
@@ -121,11 +164,14 @@ def _is_scalar(n: Node) -> bool:
     return n.shape == ()
 
 
-def render(graph: Graph, fn_name: str = "kernel", parallel: bool = False) -> str:
-    """The module source. parallel: the fused loop nests of rank >= 2 split their first axis
+def render(graph: Graph, fn_name: str = "kernel", parallel: bool = False,
+           literal_sizes: bool = False) -> tuple[str, list[int]]:
+    """The module source and its sizes: the kernel takes the graph's inputs and then `sz`, an
+    int64 array of these sizes (Emitter.size; literal_sizes: render them as literals instead,
+    and `sz` is empty). parallel: the fused loop nests of rank >= 2 split their first axis
     (the batch rows of a cell) over Numba's threads; each row is computed by one thread with
     the same code, so results do not depend on the thread count."""
-    em = Emitter()
+    em = Emitter(literal_sizes)
     em.parallel = parallel
     names: dict[int, str] = {}
     args = []
@@ -160,13 +206,16 @@ def render(graph: Graph, fn_name: str = "kernel", parallel: bool = False) -> str
         *em.functions,
         "",
         JIT_LINE_PAR if em.used_prange else JIT_LINE,
-        f"def {fn_name}({', '.join(args)}):",
+        f"def {fn_name}({', '.join(args + ['sz'])}):",
         *prologue,
+        _SIZES_HERE,
         *body,
         f"    return ({outs}{',' if len(graph.outputs) == 1 else ''})",
         "",
     ]
-    return "\n".join(src)
+    if em.literal_sizes:
+        return "\n".join(src).replace(_SIZES_HERE + "\n", ""), []
+    return _bind_sizes("\n".join(src), em.sizes)
 
 
 def _emit_graph(graph: Graph, em: Emitter, names: dict[int, str], blk: Block) -> None:
@@ -247,7 +296,7 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets, rows=bound)
         names[id(n)] = [o if not off and (id(n), k) not in blk.concat_into
                         else f"{o}[{', '.join([':'] * (body.outputs[k].ndim - 1))}, "
-                             f"{off}:{off + body.outputs[k].shape[-1]}]"
+                             f"{em.offset(off)}:{em.size(off + body.outputs[k].shape[-1])}]"
                         for k, (o, off) in enumerate(zip(outs, offsets))]  # type: ignore
         for k, o in enumerate(body.outputs):
             direct = blk.direct.get((id(n), k))
@@ -313,7 +362,7 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         return
     if op is Op.SLICE:
         ax = n.attr("axis")
-        idx = ", ".join([":"] * ax + [f"{n.attr('start')}:{n.attr('stop')}"])
+        idx = ", ".join([":"] * ax + [f"{em.offset(n.attr('start'))}:{em.size(n.attr('stop'))}"])
         blk.emit(f"{v} = {x}[{idx}]")
         if ax == n.ndim - 1:
             # fused loops read the (contiguous) base at an offset instead of this strided view
@@ -322,11 +371,9 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         return
     if op is Op.PAD:
         ax, s = n.attr("axis"), n.attr("start")
-        d = n.inputs[0].shape[ax]
-        idx = ", ".join([":"] * ax + [f"{s}:{s + d}"])
         blk.alloc(f"{v} = np.zeros({sh}, {dt})")
-        blk.lines.extend(copy_loop(v, x, n.inputs[0].shape, em, blk.indent, dst_off={ax: s},
-                                   rows=rw))
+        blk.lines.extend(copy_loop(v, x, n.inputs[0].shape, em, blk.indent,
+                                   dst_off={ax: em.offset(s)}, rows=rw))
         return
     if op is Op.SEGMENT:  # a view when k divides T, else one zero-padded copy
         xn = n.inputs[0]
@@ -352,11 +399,9 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             blk.alloc(f"{v} = np.empty({sh}, {dt})")
         off = 0
         for src, i in zip(ins, n.inputs):
-            d = i.shape[ax]
-            idx = ", ".join([":"] * ax + [f"{off}:{off + d}"])
-            blk.lines.extend(copy_loop(v, src, i.shape, em, blk.indent, dst_off={ax: off},
-                                       rows=rw))
-            off += d
+            blk.lines.extend(copy_loop(v, src, i.shape, em, blk.indent,
+                                       dst_off={ax: em.offset(off)}, rows=rw))
+            off += i.shape[ax]
         return
     if op in (Op.REDUCE_SUM, Op.REDUCE_MAX):
         _emit_reduce(n, ins, v, em, blk)
@@ -373,7 +418,7 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
     if op is Op.ONE_HOT:
         (idn,) = n.inputs
         m = " * ".join(em.dim(d) for d in idn.shape) or "1"
-        depth = n.attr("depth")
+        depth = em.size(n.attr("depth"))
         blk.emit(f"{v} = rt.one_hot(np.ascontiguousarray({x}).reshape({m}), {depth}, "
                  f"np.empty(({m}, {depth}), {dt})).reshape({sh})")
         return
@@ -392,8 +437,9 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         src, idn = n.inputs
         m = " * ".join(em.dim(d) for d in idn.shape) or "1"
         r = " * ".join(em.dim(d) for d in n.shape[1:]) or "1"
+        rows_ = em.size(n.attr("rows"))
         blk.emit(f"{v} = rt.scatter_add_rows(np.ascontiguousarray({ins[0]}).reshape(({m}, {r})), "
-                 f"np.ascontiguousarray({ins[1]}).reshape({m}), np.zeros(({n.attr('rows')}, "
+                 f"np.ascontiguousarray({ins[1]}).reshape({m}), np.zeros(({rows_}, "
                  f"{r}), {dt})).reshape({sh})")
         return
     if op is Op.ARGSORT:
@@ -606,7 +652,8 @@ def copy_loop(dst: str, src: str, shape, em: Emitter, indent: int, dst_off: dict
     for k in range(r):
         bound = rows if k == 0 and rows is not None else em.dim(shape[k])
         lines.append(" " * (indent + 4 * k) + f"for {idx[k]} in range({bound}):")
-    d_idx = [f"{i} + {dst_off[k]}" if dst_off and dst_off.get(k) else i for k, i in enumerate(idx)]
+    d_idx = [f"{i} + {dst_off[k]}" if dst_off and dst_off.get(k) not in (None, 0, "0") else i
+             for k, i in enumerate(idx)]
     if src_perm is None:
         s_idx = idx
     else:  # out[i] = x[...] with out axis k = x axis perm[k]
@@ -683,8 +730,10 @@ def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_node
     idx = [f"i{k}" for k in range(r)]
     ind = blk.indent
     lines = []
+    bounds = []
     for k in range(r):
         bound = rows if k == 0 and rows is not None else em.dim(shape[k])
+        bounds.append(bound)
         rng = "prange" if k == 0 and r >= 2 and em.parallel else "range"
         lines.append(" " * (ind + 4 * k) + f"for {idx[k]} in {rng}({bound}):")
     em.used_prange = em.used_prange or (r >= 2 and em.parallel)
@@ -714,7 +763,7 @@ def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_node
             sub.append("0" if (d == 1 and shape[off + j] != 1) else idx[off + j])
         if id(outer) in em.slices and sub[-1] != "0":
             base, o = em.slices[id(outer)]
-            sub[-1] = f"{sub[-1]} + {o}"
+            sub[-1] = f"{sub[-1]} + {em.offset(o)}"
             return f"{base}[{', '.join(sub)}]"
         return f"{expr}[{', '.join(sub)}]"
 
@@ -723,17 +772,32 @@ def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_node
         t = em.fresh("e")
         lines.append(" " * inner + f"{t} = {_scalar_expr(node, args, em, flat)}")
         vals[id(node)] = t
+    # several outputs stored into one buffer at run-time offsets (the gate blocks of a concat):
+    # LLVM cannot prove such stores apart and runs the loop's scalar version (about 2.5x
+    # slower), so each goes to a buffer of its own and is copied into place row by row (a
+    # loop with one store stream vectorizes; the row is still in L1)
+    shared = set()
+    if r and offsets and any(offsets) and not em.literal_sizes:
+        shared = {d for d in outs if outs.count(d) > 1}
+    copies: list[str] = []
     for k, (o, dst) in enumerate(zip(out_nodes, outs)):
         src = vals[id(o)] if id(o) in vals else load(o)
         off = offsets[k] if offsets else 0
+        d_idx = idx[:-1] + [idx[-1] + f" + {em.size(off)}"] if off else idx
         if r == 0:
             lines.append(" " * inner + f"{dst} = {src}")
-        elif off:
-            lines.append(" " * inner + f"{dst}[{', '.join(idx[:-1] + [idx[-1] + f' + {off}'])}]"
-                         f" = {src}")
+        elif dst in shared:
+            row = em.fresh("r")
+            # [rows, last axis]: each row of the first axis has its own (prange: one thread's)
+            blk.alloc(f"{row} = np.empty({em.shape([shape[0], shape[-1]][:min(r, 2)])}, "
+                      f"{NP_DT[o.dtype]})")
+            r_idx = ", ".join(idx[:1] + idx[1:][-1:])
+            lines.append(" " * inner + f"{row}[{r_idx}] = {src}")
+            copies.append(" " * (inner - 4) + f"for {idx[-1]} in range({bounds[-1]}):")
+            copies.append(" " * inner + f"{dst}[{', '.join(d_idx)}] = {row}[{r_idx}]")
         else:
-            lines.append(" " * inner + f"{dst}[{', '.join(idx)}] = {src}")
-    blk.lines.extend(lines)
+            lines.append(" " * inner + f"{dst}[{', '.join(d_idx)}] = {src}")
+    blk.lines.extend(lines + copies)
 
 
 def _emit_scan_function(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[str]:
@@ -761,10 +825,11 @@ def _emit_scan_function(n: Node, em: Emitter, names: dict[int, str], blk: Block)
     em.slices = saved_slices
     jit = JIT_LINE_PAR if em.used_prange else JIT_LINE
     em.used_prange = saved_prange
-    em.functions += ["", jit, f"def {fid}({', '.join(params + dim_names)}):", *lines,
+    em.functions += ["", jit, f"def {fid}({', '.join(params + dim_names + ['sz'])}):",
+                     _SIZES_HERE, *lines,
                      f"    return ({', '.join(res)},)", ""]
     outs = [f"{fid}_r{k}" for k in range(len(res))]
-    blk.emit(f"{', '.join(outs)}, = {fid}({', '.join(args + dim_names)})")
+    blk.emit(f"{', '.join(outs)}, = {fid}({', '.join(args + dim_names + ['sz'])})")
     return outs
 
 
@@ -776,7 +841,7 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
     X = ins[info.n_carry:info.n_carry + info.n_xs]
     W = ins[info.n_carry + info.n_xs:info.n_carry + info.n_xs + info.n_inv]
     sid = em.fresh("s")
-    T = f"{X[0]}.shape[0]" if X else str(n.attr("length"))
+    T = f"{X[0]}.shape[0]" if X else em.size(n.attr("length"))
     blk.emit(f"{sid}_T = {T}")
     if info.has_length:
         blk.emit(f"{sid}_n = min(max(np.int64({ins[-1]}), 0), {sid}_T)")

@@ -14,7 +14,7 @@ import numba
 import numba.np.ufunc.parallel as _numba_parallel
 import numpy as np
 
-from rnncomp.ir import Graph, pformat
+from rnncomp.ir import Graph
 from rnncomp.ir.ops import take_index_error
 from rnncomp.runtime import kernel_cache, threads
 from rnncomp.runtime.compiler import CompiledGraph
@@ -39,12 +39,16 @@ def sync_threads(n: int, launch: bool = True) -> None:
 
 
 class CompiledCpu(CompiledGraph):
-    """A graph compiled for the CPU backend; `fn` is the module's njit `kernel`."""
+    """A graph compiled for the CPU backend; `fn` is the module's njit `kernel`, called with the
+    inputs and `sizes` (the graph's concrete sizes: the kernel is shape-generic, see
+    codegen.Emitter.size)."""
 
     def __init__(self, graph: Graph, opt: OptimizeResult, source: str, path: Path, key: str, fn,
-                 timings: dict[str, float]):
+                 timings: dict[str, float], sizes=()):
         super().__init__(graph, "cpu", opt, source, path, key, timings)
         self.fn = fn
+        self.sizes = np.array(sizes, dtype=np.int64)
+        self.sizes.flags.writeable = False
         # only kernels with parallel loops need Numba's thread pool (syncing it launches it)
         self.parallel = "prange" in source
 
@@ -54,7 +58,7 @@ class CompiledCpu(CompiledGraph):
         if self.parallel:
             sync_threads(n)
         try:
-            res = self.fn(*prepared)
+            res = self.fn(*prepared, self.sizes)
         except IndexError as e:
             if e.args[:1] != ("rnncomp take",):
                 raise
@@ -66,7 +70,7 @@ class CompiledCpu(CompiledGraph):
             kernel_cache.warn_corrupt(self.path, f"loading Numba's cached code failed "
                                                  f"({type(e).__name__}: {e})")
             self.fn = kernel_cache.reload(self.path, self.source, self.fn).kernel
-            res = self.fn(*prepared)
+            res = self.fn(*prepared, self.sizes)
         # Numba boxes float32 scalars as Python floats: give every output its graph dtype
         return [np.asarray(r, dtype=o.dtype.np) for r, o in zip(res, self.graph.outputs)]
 
@@ -76,10 +80,12 @@ def compile_optimized(graph: Graph, opt: OptimizeResult, *, timings: dict[str, f
     t0 = time.perf_counter()
     # with more than one thread the fused loops run in parallel over their rows; the choice is
     # part of the source (and so of the cache key), made when the kernel is compiled
-    source = codegen.render(opt.graph, parallel=threads.get_num_threads() > 1)
+    source, sizes = codegen.render(opt.graph, parallel=threads.get_num_threads() > 1)
     timings["render"] = time.perf_counter() - t0
-    key = kernel_cache.key("cpu", pformat(opt.graph), source, code_files=CODE_FILES)
+    # the source decides the compiled code; the sizes are run-time arguments: graphs that
+    # differ only in their sizes share one kernel (one Numba compile)
+    key = kernel_cache.key("cpu", source, code_files=CODE_FILES)
     t0 = time.perf_counter()
     mod, path = kernel_cache.load(source, "rnncomp_k", key, cache=cache, always=always_compile)
     timings["import"] = time.perf_counter() - t0
-    return CompiledCpu(graph, opt, source, path, key, mod.kernel, timings)
+    return CompiledCpu(graph, opt, source, path, key, mod.kernel, timings, sizes)

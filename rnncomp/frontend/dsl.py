@@ -315,12 +315,12 @@ def reduce_mean(input_tensor: Node, axis=None, keepdims: bool = False, name=None
 
 
 def count(x: Node, axis=None) -> Node:
-    """Number of elements reduced over `axis`, as a scalar of x's dtype (works for symbolic B)."""
+    """Number of elements reduced over `axis`, as a scalar of x's dtype, read from x's shape at
+    run time for static axes too: a constant would put the size into the compiled kernel, and a
+    model that differs only in a size could not share it (see docs/design-cpu-kernels.md)."""
     n: Node | None = None
     for a in _axes(x, axis):
-        d = x.shape[a]
-        term = ops.const(d, x.dtype) if isinstance(d, int) else \
-            ops.make(Op.DIMSIZE, x, axis=a, dtype=x.dtype)
+        term = ops.make(Op.DIMSIZE, x, axis=a, dtype=x.dtype)
         n = term if n is None else ops.mul(n, term)
     return n if n is not None else ops.const(1, x.dtype)
 
@@ -443,15 +443,11 @@ def random_uniform_like(x: Node, *, site: int | None = None, step: Node | None =
         site = ctx.random_sites
     extra = []
     if x.shape and x.shape[0] == "B":
-        static = 1  # elements per example: static dims folded, symbolic ones read at run time
+        # elements per example, read at run time for static dims too (a constant would put
+        # the sizes into the compiled kernel, which is shape-generic otherwise)
         offset = example_offset_input()
-        for k, d in enumerate(x.shape[1:], start=1):
-            if isinstance(d, int):
-                static *= d
-            else:
-                offset = ops.mul(offset, ops.make(Op.DIMSIZE, x, axis=k, dtype=DType.i64))
-        if static != 1:
-            offset = ops.mul(offset, ops.const(static, DType.i64))
+        for k in range(1, len(x.shape)):
+            offset = ops.mul(offset, ops.make(Op.DIMSIZE, x, axis=k, dtype=DType.i64))
         extra = [offset]
     return ops.make(Op.RANDOM_UNIFORM, x, seed_input(), ctx.step() if step is None else step,
                     *extra, site=site, dtype=x.dtype)

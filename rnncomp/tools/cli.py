@@ -358,6 +358,9 @@ def _compiled_source(graph: Graph, backend: str) -> str:
         raise NotAvailable(f"generated source (.source) of the {backend.upper()} backend")
     path = getattr(compiled, "path", None)
     header = f"# {path}\n" if path else ""
+    sizes = getattr(compiled, "sizes", None)
+    if sizes is not None and len(sizes):  # shape-generic CPU kernels read their sizes at run time
+        header += f"# this graph's sizes: z<k> = sz[k], sz = {[int(v) for v in sizes]}\n"
     return header + source
 
 

@@ -214,6 +214,8 @@ def test_inspect_source_cpu():
     r = cli("inspect", f"{MODELS}:lstm", "--source", "cpu")
     assert r.returncode == 0, r.stderr
     assert "def " in r.stdout
+    # the kernel is shape-generic: the listing says what its sizes are for this model
+    assert re.search(r"^# this graph's sizes: z<k> = sz\[k\], sz = \[\d+, ", r.stdout, re.M)
 
 
 # --- run -------------------------------------------------------------------------------------

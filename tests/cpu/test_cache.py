@@ -90,8 +90,12 @@ def test_editing_the_model_changes_the_key(tmp_path):
     base = compile_graph(_model().graph, cache=tmp_path)
     same = compile_graph(_model().graph, cache=tmp_path)
     assert same.key == base.key and same.path == base.path
-    variants = {"hidden size": _model(H=4), "activation": _model(act="relu"),
-                "dtype": _model(dtype="f64")}
+    # kernels are shape-generic (sizes are run-time arguments): another hidden size is the
+    # same kernel (tests/cpu/test_shape_generic.py runs one with two sizes)
+    other_size = compile_graph(_model(H=4).graph, cache=tmp_path)
+    assert other_size.key == base.key and other_size.path == base.path
+    assert list(other_size.sizes) != list(base.sizes)
+    variants = {"activation": _model(act="relu"), "dtype": _model(dtype="f64")}
     paths = {base.path}
     for what, m in variants.items():
         cg = compile_graph(m.graph, cache=tmp_path)
@@ -101,23 +105,28 @@ def test_editing_the_model_changes_the_key(tmp_path):
     assert len(paths) == 1 + len(variants)
 
 
+def _tanh2(x):
+    return rc.tanh(x * 2.0)
+
+
 def test_same_graph_other_cache_dir_reports_the_real_file(tmp_path):
     """Within one process a kernel module is imported once; compiling the same graph with
     another cache directory reuses it, and `path` names the file it was imported from."""
-    a = compile_graph(_model(H=6).graph, cache=tmp_path / "a")
-    b = compile_graph(_model(H=6).graph, cache=tmp_path / "b")
+    a = compile_graph(_model(act=_tanh2).graph, cache=tmp_path / "a")
+    b = compile_graph(_model(act=_tanh2).graph, cache=tmp_path / "b")
     assert b.fn is a.fn
     for cg in (a, b):
         assert cg.path.exists() and cg.path.read_text() == cg.source
 
 
-def _check_fallback(bad: Path, H: int):
+def _check_fallback(bad: Path, dtype: str):
     with pytest.warns(RuntimeWarning, match="not writable"):
         d = cache_dir(bad)
     assert d != bad and os.access(d, os.W_OK)
     with pytest.warns(RuntimeWarning, match="not writable"):
-        # (a model no other test of this process compiled: its module is not imported yet)
-        cg = compile_graph(_model(H=H, act="sigmoid").graph, cache=bad)
+        # (a model no other test of this process compiled: its module is not imported yet;
+        # kernels are shape-generic, so models of this file differ in more than a size)
+        cg = compile_graph(_model(act="sigmoid", dtype=dtype).graph, cache=bad)
     assert cg.path.parent == d and cg.path.exists()
     assert not bad.exists() or not any(bad.iterdir())
 
@@ -135,7 +144,7 @@ def test_read_only_cache_dir_falls_back(tmp_path):
         else:
             probe.unlink()
             pytest.skip("running as a user who can write to a 0o555 directory (root)")
-        _check_fallback(ro, H=7)
+        _check_fallback(ro, "f32")
     finally:
         ro.chmod(0o755)
 
@@ -144,14 +153,14 @@ def test_uncreatable_cache_dir_falls_back(tmp_path):
     # works for root too: the cache directory cannot be created under a regular file
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    _check_fallback(blocker / "cache", H=8)
+    _check_fallback(blocker / "cache", "f64")
 
 
 def test_env_var_selects_the_cache_dir(cpu_cache_dir):
     assert cache_dir() == cpu_cache_dir
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        cg = compile_graph(_model(H=9).graph)
+        cg = compile_graph(_model(act="relu", dtype="f64").graph)
     assert cg.path.parent == cpu_cache_dir
 
 
