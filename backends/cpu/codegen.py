@@ -16,6 +16,7 @@ from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, GroupOp, Node, Op, rows, toposort
 from rnncomp.ir.graph import derived_dim
 from rnncomp.ir.ops import REGISTRY, scan_info
+from rnncomp.transforms.passes import row_group_shape
 
 from ..render import NP_DT, render_scalar, template
 
@@ -290,10 +291,15 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             offsets.append(off)
         order = [x for x in toposort(body.outputs) if x.op not in (Op.PLACEHOLDER, Op.CONST)]
         leaf_of = {id(p): (s, i) for p, s, i in zip(body.inputs, ins, n.inputs)}
+        S = row_group_shape(order)
         bound = em.row_of.get(id(n))
-        if bound is None and blk.pre is None:
-            bound = _steps_bound(n, list(body.outputs), em, names, blk)
-        _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets, rows=bound)
+        if S:  # a row group (passes.fuse_rows): reductions inside the loop over the rows
+            _emit_row_loop(order, leaf_of, S, list(body.outputs), outs, em, blk, offsets,
+                           rows=bound)
+        else:
+            if bound is None and blk.pre is None:
+                bound = _steps_bound(n, list(body.outputs), em, names, blk)
+            _emit_loop(order, leaf_of, list(body.outputs), outs, em, blk, offsets, rows=bound)
         names[id(n)] = [o if not off and (id(n), k) not in blk.concat_into
                         else f"{o}[{', '.join([':'] * (body.outputs[k].ndim - 1))}, "
                              f"{em.offset(off)}:{em.size(off + body.outputs[k].shape[-1])}]"
@@ -798,6 +804,227 @@ def _emit_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], out_node
         else:
             lines.append(" " * inner + f"{dst}[{', '.join(d_idx)}] = {src}")
     blk.lines.extend(lines + copies)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row groups (passes.fuse_rows): reductions over the last axis inside one loop over the rows
+# ---------------------------------------------------------------------------------------------
+# ops cheap enough to compute again in a later phase instead of storing them for it
+_RECOMPUTE = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.NEG, Op.BROADCAST, Op.CAST, Op.MAXIMUM,
+                        Op.MINIMUM, Op.ABS, Op.STOP_GRADIENT})
+
+
+def _emit_row_loop(order: list[Node], leaf_of: dict[int, tuple[str, Node]], S: tuple,
+                   out_nodes: list[Node], outs: list[str], em: Emitter, blk: Block,
+                   offsets: list[int], rows: str | None = None) -> None:
+    """One loop over the rows S[:-1] of a row group; per row, phases: phase p is one inner
+    loop over S[-1] computing the full-shape values that need the per-row values of phase p
+    (a reduction's operand is computed in its phase and reduced right after it, by
+    rt.vsum / rt.vmax over a row buffer: an output's row, the operand's input row, or a
+    preallocated scratch row). A full-shape value needed in several phases is computed again
+    when it is a short chain of cheap ops, else stored in a scratch row. No allocation inside
+    the loops; with em.parallel the row loop is a prange (one row, one thread, one code path)."""
+    r = len(S)
+    rk, rn = S[:-1] + (1,), S[:-1]
+    ridx = [f"i{k}" for k in range(r - 1)]
+    jn = f"i{r - 1}"
+    fidx = ridx + [jn]
+    members = {id(x) for x in order}
+    full = {id(x) for x in order if x.shape == S and x.op not in GroupOp.Reduce}
+    out_pos: dict[int, int] = {}
+    for k, o in enumerate(out_nodes):
+        out_pos.setdefault(id(o), k)
+
+    # --- levels: a per-row value of level p exists before phase p's loop
+    lvl: dict[int, int] = {}
+    for x in order:
+        ins_m = [i for i in x.inputs if id(i) in members]
+        if x.op in GroupOp.Reduce:
+            a = x.inputs[0]
+            lvl[id(x)] = lvl[id(a)] + 1 if id(a) in members else 0
+        else:
+            lvl[id(x)] = max((lvl[id(i)] for i in ins_m), default=0)
+    users: dict[int, list[Node]] = {}
+    for x in order:
+        for i in x.inputs:
+            if id(i) in members:
+                users.setdefault(id(i), []).append(x)
+
+    def cheap(x: Node, depth: int = 2) -> bool:
+        if x.op not in _RECOMPUTE or depth == 0:
+            return False
+        return all(id(i) not in full or cheap(i, depth - 1) for i in x.inputs)
+
+    # --- phases in which each full-shape value is needed / computed (consumers first)
+    needed: dict[int, set[int]] = {}
+    evalp: dict[int, set[int]] = {}
+    stored: set[int] = set()  # computed once and written to a row buffer (output or scratch)
+    red_operand: set[int] = set()
+    for x in reversed(order):
+        if id(x) not in full:
+            continue
+        need: set[int] = set()
+        for u in users.get(id(x), []):
+            if u.op in GroupOp.Reduce:
+                need.add(lvl[id(x)])
+                red_operand.add(id(x))
+            else:  # a full-shape user (per-row users of full values do not exist)
+                need |= evalp[id(u)]
+        if id(x) in out_pos:
+            need.add(lvl[id(x)])
+        needed[id(x)] = need
+        if id(x) in out_pos or id(x) in red_operand or (len(need) > 1 and not cheap(x)):
+            stored.add(id(x))
+            evalp[id(x)] = {min(need)}
+        else:
+            evalp[id(x)] = need
+    nphase = max([lvl[id(x)] for x in order if id(x) in full] +
+                 [lvl[id(x)] - 1 for x in order if x.op in GroupOp.Reduce], default=0) + 1
+
+    # --- row buffers: outputs write their own; other stored values share scratch buffers
+    rowbuf: dict[int, tuple[str, int]] = {}  # id -> (buffer, offset on the last axis)
+    free: dict[str, list[tuple[float, str]]] = {}  # dtype -> [(busy until, buffer)]
+    for x in order:
+        if id(x) not in stored:
+            continue
+        if id(x) in out_pos:
+            k = out_pos[id(x)]
+            rowbuf[id(x)] = (outs[k], offsets[k] if offsets else 0)
+            continue
+        start = min(evalp[id(x)])
+        until = max(max(needed[id(x)]), start + (0.5 if id(x) in red_operand else 0))
+        dt = NP_DT[x.dtype]
+        pool = free.setdefault(dt, [])
+        for k, (busy, buf) in enumerate(pool):
+            if busy < start:
+                pool[k] = (until, buf)
+                break
+        else:
+            buf = em.fresh("w")
+            blk.alloc(f"{buf} = np.empty({em.shape(S)}, {dt})")
+            pool.append((until, buf))
+        rowbuf[id(x)] = (buf, 0)
+
+    def at(idx: list[str], off: int) -> str:
+        if off:
+            idx = idx[:-1] + [f"{idx[-1]} + {off}"]
+        return ", ".join(idx)
+
+    def leaf(x: Node, shape: tuple, idx: list[str]) -> str:
+        """A value from outside the group at index idx of the iteration shape `shape`."""
+        if x.op is Op.CONST:
+            return em.const(x.attr("value"), x.dtype)
+        expr, outer = leaf_of[id(x)]
+        if rows is not None and id(outer) in em.true_masks:
+            return "True"
+        if outer.shape == ():
+            return expr
+        xs = outer.shape
+        off = len(shape) - len(xs)
+        sub = ["0" if (d == 1 and shape[off + k] != 1) else idx[off + k]
+               for k, d in enumerate(xs)]
+        if id(outer) in em.slices and sub[-1] != "0":
+            base, o = em.slices[id(outer)]
+            sub[-1] = f"{sub[-1]} + {o}"
+            return f"{base}[{', '.join(sub)}]"
+        return f"{expr}[{', '.join(sub)}]"
+
+    def row_of_leaf(x: Node) -> str:
+        """The 1-D row (over the last axis) of an outside value of shape S."""
+        expr, outer = leaf_of[id(x)]
+        if id(outer) in em.slices:
+            base, o = em.slices[id(outer)]
+            n = em.dim(S[-1])
+            return f"{base}[{', '.join(ridx)}, {o}:{o} + {n}]"
+        return f"{expr}[{', '.join(ridx)}]"
+
+    def flat(shape: tuple, idx: list[str]) -> str:
+        f = idx[0] if idx else "0"
+        for k in range(1, len(shape)):
+            f = f"({f} * {em.dim(shape[k])} + {idx[k]})"
+        return f
+
+    ind = blk.indent
+    lines: list[str] = []
+    for k in range(r - 1):
+        bound = rows if k == 0 and rows is not None else em.dim(S[k])
+        rng = "prange" if k == 0 and em.parallel else "range"
+        lines.append(" " * (ind + 4 * k) + f"for {ridx[k]} in {rng}({bound}):")
+    em.used_prange = em.used_prange or em.parallel
+    em.any_prange = em.any_prange or em.used_prange
+    rind = ind + 4 * (r - 1)  # row-level code
+    rowv: dict[int, str] = {}  # per-row values (variables of the row body)
+
+    def row_value(x: Node) -> None:
+        shape, idx = (rk, ridx + ["0"]) if x.shape == rk else (rn, list(ridx))
+        t = em.fresh("e")
+        if x.op in GroupOp.Reduce:
+            a = x.inputs[0]
+            if id(a) in members:
+                buf, off = rowbuf[id(a)]
+                n = em.dim(S[-1])
+                row = f"{buf}[{', '.join(ridx)}, {off}:{off} + {n}]" if off else \
+                    f"{buf}[{', '.join(ridx)}]"
+            else:
+                row = row_of_leaf(a)
+            f = "rt.vsum" if x.op is Op.REDUCE_SUM else "rt.vmax"
+            lines.append(" " * rind + f"{t} = {f}({row})")
+        elif x.op is Op.RESHAPE:
+            a = x.inputs[0]
+            src_idx = ridx + ["0"] if a.shape == rk else list(ridx)
+            lines.append(" " * rind + f"{t} = "
+                         f"{rowv[id(a)] if id(a) in members else leaf(a, a.shape, src_idx)}")
+        else:
+            args = [rowv[id(i)] if id(i) in members else leaf(i, shape, idx) for i in x.inputs]
+            lines.append(" " * rind + f"{t} = {_scalar_expr(x, args, em, flat(shape, idx))}")
+        rowv[id(x)] = t
+        if id(x) in out_pos:
+            for k, o in enumerate(out_nodes):
+                if o is x:
+                    off = offsets[k] if offsets else 0
+                    lines.append(" " * rind + f"{outs[k]}[{at(idx, off)}] = {t}")
+
+    per_row = [x for x in order if id(x) not in full]
+    for p in range(nphase):
+        for x in per_row:
+            if lvl[id(x)] == p:
+                row_value(x)
+        todo = [x for x in order if id(x) in full and p in needed[id(x)]]
+        if not todo:
+            continue
+        lines.append(" " * rind + f"for {jn} in range({em.dim(S[-1])}):")
+        jind = rind + 4
+        vals: dict[int, str] = {}
+        fl = flat(S, fidx)
+        for x in todo:
+            if p not in evalp[id(x)]:  # computed in an earlier phase: read its row buffer
+                buf, off = rowbuf[id(x)]
+                vals[id(x)] = f"{buf}[{at(fidx, off)}]"
+                continue
+            args = []
+            for i in x.inputs:
+                if id(i) in full:
+                    args.append(vals[id(i)])
+                elif id(i) in members:
+                    args.append(rowv[id(i)])
+                else:
+                    args.append(leaf(i, S, fidx))
+            t = em.fresh("e")
+            lines.append(" " * jind + f"{t} = {_scalar_expr(x, args, em, fl)}")
+            vals[id(x)] = t
+            if id(x) in stored:
+                if id(x) in out_pos:
+                    for k, o in enumerate(out_nodes):
+                        if o is x:
+                            off = offsets[k] if offsets else 0
+                            lines.append(" " * jind + f"{outs[k]}[{at(fidx, off)}] = {t}")
+                else:
+                    buf, off = rowbuf[id(x)]
+                    lines.append(" " * jind + f"{buf}[{at(fidx, off)}] = {t}")
+    for x in per_row:  # reductions of the last phase and what follows them
+        if lvl[id(x)] >= nphase:
+            row_value(x)
+    blk.lines.extend(lines)
 
 
 def _emit_scan_function(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[str]:

@@ -18,7 +18,7 @@ from rnncomp.ir import Graph
 from rnncomp.ir.ops import take_index_error
 from rnncomp.runtime import kernel_cache, threads
 from rnncomp.runtime.compiler import CompiledGraph
-from rnncomp.transforms.passes import OptimizeResult
+from rnncomp.transforms.passes import OptimizeResult, fuse_rows, run_stage
 
 from . import codegen
 
@@ -77,6 +77,10 @@ class CompiledCpu(CompiledGraph):
 
 def compile_optimized(graph: Graph, opt: OptimizeResult, *, timings: dict[str, float],
                       cache=None, always_compile: bool | None = None) -> CompiledCpu:
+    if "fuse_elementwise" in opt.stages:  # (not with fuse=False)
+        # reductions over the last axis join the elementwise groups around them (the CUDA
+        # backend, which shares the pipeline, renders plain elementwise groups only)
+        run_stage(opt, "fuse_rows", fuse_rows)
     t0 = time.perf_counter()
     # with more than one thread the fused loops run in parallel over their rows; the choice is
     # part of the source (and so of the cache key), made when the kernel is compiled

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import llvmlite.binding as _llvm
 import numpy as np
 from numba import njit
+
+# A loop LLVM cannot prove free of aliasing is vectorized behind run-time overlap checks, but
+# only up to 128 of them (stores x (stores + loads) over distinct arrays); a fused cell loop
+# writing a dozen saved values while reading a dozen others needs more and stayed scalar, at
+# several times the cost. The checks run once per loop entry (a row of a cell, per phase). This
+# is a process-wide LLVM setting: it only lets more loops vectorize, never changes a result.
+_llvm.set_option("rnncomp", "-vectorize-memory-check-threshold=1024")
 
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
 # sums may be reassociated: LLVM then vectorizes them (a serial float chain costs its add
@@ -357,3 +365,30 @@ def ragged_tensordot(a3, c3, lengths):
                     k += 1
         out += np.dot(pa.T, pc)
     return out
+
+
+@njit(**_SUM)
+def vsum(x1):
+    """The sum of a 1-D row (a row group's reduction: rnncomp.transforms.passes.fuse_rows);
+    reassociated, so LLVM vectorizes it (the generated kernels have no 'reassoc')."""
+    n = x1.shape[0]
+    if n == 0:
+        return np.zeros(1, x1.dtype)[0]
+    acc = x1[0]
+    for j in range(1, n):
+        acc += x1[j]
+    return acc
+
+
+@njit(**_JIT)
+def vmax(x1):
+    """The largest entry of a 1-D row, NaN if there is one (as rowmax and numpy.max)."""
+    n = x1.shape[0]
+    if n == 0:
+        raise ValueError("zero-size array to reduction operation maximum which has no identity")
+    acc = x1[0]
+    for j in range(1, n):
+        v = x1[j]
+        if v > acc or v != v:
+            acc = v
+    return acc

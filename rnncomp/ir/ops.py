@@ -1138,14 +1138,17 @@ def _fused_rule(inputs, attrs):
         if o.shape != i.shape or o.dtype != i.dtype:
             raise ShapeError(f"fused: input {k} is {o.dtype}[{shape_str(o.shape)}] but the body "
                              f"expects {i.dtype}[{shape_str(i.shape)}]")
-    for o in body.outputs:
-        if o.op not in GroupOp.Elementwise and o.op is not Op.RANDOM_UNIFORM:
-            raise ShapeError(f"fused: results must be elementwise ops, received {o.op.value}")
+    for o in body.outputs:  # (a row group, made for the CPU backend, also has reductions)
+        if o.op not in GroupOp.Elementwise and o.op not in GroupOp.Reduce and \
+                o.op not in (Op.RANDOM_UNIFORM, Op.BROADCAST, Op.RESHAPE):
+            raise ShapeError(f"fused: results must be elementwise ops, reductions, broadcasts "
+                             f"or reshapes, received {o.op.value}")
     return ("tuple", tuple((o.shape, o.dtype) for o in body.outputs)), None
 
 
 register(OpDef(Op.FUSED, _fused_rule, None, None,
-               doc="a group of elementwise ops rendered as one loop nest (made by fusion)"))
+               doc="a group of elementwise ops rendered as one loop nest (made by fusion); on the "
+                   "CPU also row reductions with them (a row group)"))
 
 
 def scan(body: Graph, carries: Sequence[Node], xs: Sequence[Node], invariants: Sequence[Node],

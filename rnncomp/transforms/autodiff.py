@@ -69,6 +69,49 @@ class _ScanVJP:
     recompute: bool = False  # residuals are the carries only; weight cotangents accumulate
 
 
+# ops the backward body may compute again from saved values instead of reading a saved result:
+# cheap arithmetic (no transcendental function, no reduction)
+_REBUILD_OPS = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.NEG, Op.CAST, Op.BROADCAST})
+_REBUILD_LIMIT = 4  # ops per rebuilt value
+
+
+def _rebuilt_residuals_dropped(residuals: list[Node], free) -> list[Node]:
+    """The residuals without those the backward body rebuilds from the others with a few cheap
+    elementwise ops (a layer norm's normalized value (x - mean) / std from the saved x - mean
+    and std): each saved [T, B, H] value costs a store per step in the forward loop, a load in
+    the backward one and T*B*H*4 bytes of memory, more than a division per element. `free`:
+    values the backward body reads anyway (t, x_t, invariants, literals). Residuals are taken
+    in the forward body's order, so a value is dropped only when what it is rebuilt from is
+    kept (or rebuilt in turn within the limit)."""
+    res_ids = {id(r) for r in residuals}
+    kept: set[int] = set()
+
+    def cost(n: Node, top: bool) -> int | None:
+        if not top and (id(n) in kept or free(n)):
+            return 0
+        if n.op not in _REBUILD_OPS:
+            return None
+        total = 1
+        for i in n.inputs:
+            c = cost(i, False)
+            if c is None:
+                return None
+            total += c
+            if total > _REBUILD_LIMIT:
+                return None
+        return total
+
+    out = []
+    for r in toposort(residuals):
+        if id(r) not in res_ids:
+            continue
+        if cost(r, True) is None:
+            kept.add(id(r))
+            out.append(r)
+    order = {id(r): k for k, r in enumerate(residuals)}
+    return sorted(out, key=lambda r: order[id(r)])
+
+
 def _augment(scan: Node, new_inputs: Sequence[Node],
              recompute: bool = False) -> tuple[Node, _ScanVJP]:
     info = scan_info(scan)
@@ -115,6 +158,9 @@ def _augment(scan: Node, new_inputs: Sequence[Node],
         if is_residual(g) and id(g) not in seen:
             seen.add(id(g))
             residuals.append(g)
+    if not recompute:
+        residuals = _rebuilt_residuals_dropped(residuals, lambda x: id(x) in free_ph or
+                                               x.op is Op.CONST or not varies.get(id(x), True))
     if recompute:
         # rematerialisation: save only the carries entering each step; the backward body
         # recomputes the step's forward values from them (substituting the saved carry for the

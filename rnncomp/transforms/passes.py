@@ -1068,73 +1068,254 @@ def fuse_elementwise(g: Graph) -> Graph:
         groups = {k: v for k, v in members.items() if len(v) >= 2}
         if not groups:
             return x
-        vid = {id(n): k for k, v in groups.items() for n in v}
-        # build in a topological order of the contracted graph (each group one vertex)
-        out_ids = {id(o) for o in x.outputs}
-        usr: dict[int, list[Node]] = {}
-        for n in nodes:
-            for i in n.inputs:
-                usr.setdefault(id(i), []).append(n)
-        memo: dict[int, Node] = {}
-        done: set = set()
-        order: list = []
+        return _build_fused(x, groups)
 
-        def vertex(n: Node):
-            return ("g", vid[id(n)]) if id(n) in vid else ("n", id(n))
+    return transform(g)
 
-        by_id = {id(n): n for n in nodes}
-        preds: dict = {}
-        for n in nodes:
-            v = vertex(n)
-            ps = preds.setdefault(v, [])
-            for i in n.inputs:
-                w = vertex(i)
-                if w != v and w not in ps:
-                    ps.append(w)
-        for n in nodes:
-            stack = [(vertex(n), 0)]
-            if stack[0][0] in done:
+
+def _build_fused(x: Graph, groups: dict[int, list[Node]]) -> Graph:
+    """x with each group (member lists in x's node order) made one FUSED node: its
+    inputs are the values the group reads from outside, its results (read with ITEM) the
+    members used outside the group or as outputs."""
+    nodes = x.nodes
+    vid = {id(n): k for k, v in groups.items() for n in v}
+    # build in a topological order of the contracted graph (each group one vertex)
+    out_ids = {id(o) for o in x.outputs}
+    usr: dict[int, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            usr.setdefault(id(i), []).append(n)
+    memo: dict[int, Node] = {}
+    done: set = set()
+    order: list = []
+
+    def vertex(n: Node):
+        return ("g", vid[id(n)]) if id(n) in vid else ("n", id(n))
+
+    by_id = {id(n): n for n in nodes}
+    preds: dict = {}
+    for n in nodes:
+        v = vertex(n)
+        ps = preds.setdefault(v, [])
+        for i in n.inputs:
+            w = vertex(i)
+            if w != v and w not in ps:
+                ps.append(w)
+    for n in nodes:
+        stack = [(vertex(n), 0)]
+        if stack[0][0] in done:
+            continue
+        done.add(stack[0][0])
+        while stack:
+            v, k = stack[-1]
+            ps = preds.get(v, [])
+            if k < len(ps):
+                stack[-1] = (v, k + 1)
+                if ps[k] not in done:
+                    done.add(ps[k])
+                    stack.append((ps[k], 0))
+            else:
+                stack.pop()
+                order.append(v)
+    for kind, key in order:
+        if kind == "n":
+            n = by_id[key]
+            if n in x.inputs:
+                memo[id(n)] = n
                 continue
-            done.add(stack[0][0])
-            while stack:
-                v, k = stack[-1]
-                ps = preds.get(v, [])
-                if k < len(ps):
-                    stack[-1] = (v, k + 1)
-                    if ps[k] not in done:
-                        done.add(ps[k])
-                        stack.append((ps[k], 0))
-                else:
-                    stack.pop()
-                    order.append(v)
-        for kind, key in order:
-            if kind == "n":
-                n = by_id[key]
-                if n in x.inputs:
-                    memo[id(n)] = n
+            new_in = [memo[id(i)] for i in n.inputs]
+            memo[id(n)] = n if all(a is b for a, b in zip(new_in, n.inputs)) \
+                else ops.remake(n, new_in)
+            continue
+        grp = groups[key]
+        ids = {id(m) for m in grp}
+        ext_in: list[Node] = []
+        seen: set[int] = set()
+        for m in grp:
+            for i in m.inputs:
+                if id(i) not in ids and i.op is not Op.CONST and id(i) not in seen:
+                    seen.add(id(i))
+                    ext_in.append(i)
+        results = [m for m in grp if id(m) in out_ids or
+                   any(id(u) not in ids for u in usr.get(id(m), []))]
+        since = provenance.mark()
+        ph = [ops.placeholder(i.shape, i.dtype, role="in") for i in ext_in]
+        body_out = substitute(results, {id(a): b for a, b in zip(ext_in, ph)}, ops.remake)
+        f = ops.make(Op.FUSED, *[memo[id(i)] for i in ext_in], body=Graph(ph, body_out))
+        for k, r in enumerate(results):  # a result keeps the name of the value it replaces
+            memo[id(r)] = provenance.inherit(ops.item(f, k), r, since)
+    return Graph(x.inputs, [memo[id(o)] for o in x.outputs])
+
+
+# ---------------------------------------------------------------------------------------------
+# Row fusion (CPU lowering): last-axis reductions with the elementwise ops around them
+# ---------------------------------------------------------------------------------------------
+def _row_reduce(n: Node) -> bool:
+    """A float sum or max over the last axis of a value of rank >= 2: a per-row statistic (a
+    layer norm's mean and variance, a softmax's max and sum, their gradients' row sums)."""
+    if n.op not in GroupOp.Reduce or n.dtype is None or not n.dtype.is_float:
+        return False
+    x = n.inputs[0]
+    return x.ndim >= 2 and tuple(n.attr("axes")) == (x.ndim - 1,) and x.shape[-1] != 1
+
+
+def _row_candidate(n: Node) -> bool:
+    if _fusible(n) or _row_reduce(n):
+        return True
+    if n.op is Op.BROADCAST:
+        return n.shape != ()
+    if n.op is Op.RESHAPE and n.shape and n.inputs[0].shape:  # [rows] <-> [rows, 1]
+        a, b = n.shape, n.inputs[0].shape
+        return a == b + (1,) or b == a + (1,)
+    return False
+
+
+def row_group_shape(members) -> tuple | None | bool:
+    """The iteration shape S of a row group (rows S[:-1], each row one inner loop over S[-1]):
+    every member has shape S, S[:-1] + (1,) (a per-row value) or S[:-1] (one without keepdims),
+    and every reduction reduces a value of shape S. None: a plain elementwise group (one shape,
+    no reduction); False: the members do not form a row group."""
+    shapes = {m.shape for m in members}
+    special = any(m.op in GroupOp.Reduce or m.op in (Op.BROADCAST, Op.RESHAPE)
+                  for m in members)
+    if len(shapes) == 1 and not special:
+        return None
+    cand = {m.inputs[0].shape for m in members if m.op in GroupOp.Reduce}
+    if not cand:  # (a [rows] value is not a candidate: the largest rank is)
+        full = [s for s in shapes if len(s) >= 2 and s[-1] != 1]
+        top = max((len(s) for s in full), default=0)
+        cand = {s for s in full if len(s) == top}
+    if len(cand) != 1:
+        return False
+    S = cand.pop()
+    if len(S) < 2 or S[-1] == 1:
+        return False
+    rk, rn = S[:-1] + (1,), S[:-1]
+    ids = {id(m) for m in members}
+    for m in members:
+        if m.shape not in (S, rk, rn):
+            return False
+        if m.op in GroupOp.Reduce and not _row_reduce(m):
+            return False
+        if m.op is Op.RESHAPE and (m.shape == S or m.inputs[0].shape not in (rk, rn)):
+            return False
+        for i in m.inputs:
+            if id(i) not in ids:
+                continue
+            if m.op in GroupOp.Reduce:
+                ok = i.shape == S
+            elif m.op is Op.RESHAPE:
+                ok = True
+            elif m.shape == S:  # a full-shape op reads full values and per-row values [rows, 1]
+                ok = i.shape in (S, rk)
+            else:
+                ok = i.shape == m.shape
+            if not ok:
+                return False
+    return S
+
+
+def _inline_fused(x: Graph) -> Graph:
+    """The graph with every FUSED node's body inlined (its items replaced by the body's
+    results): fusion then starts again from single ops."""
+    memo: dict[int, Node] = {}
+    inl: dict[int, list[Node]] = {}
+    for n in x.nodes:
+        if n in x.inputs:
+            memo[id(n)] = n
+            continue
+        new_in = [memo[id(i)] for i in n.inputs]
+        if n.op is Op.FUSED:
+            body: Graph = n.attr("body")
+            inl[id(n)] = substitute(body.outputs, {id(p): a for p, a in zip(body.inputs, new_in)},
+                                    ops.remake)
+            memo[id(n)] = n  # read through its items only
+            continue
+        if n.op is Op.ITEM and id(n.inputs[0]) in inl:
+            memo[id(n)] = provenance.inherit(inl[id(n.inputs[0])][n.attr("index")], n,
+                                             provenance.mark())
+            continue
+        memo[id(n)] = n if all(a is b for a, b in zip(new_in, n.inputs)) \
+            else ops.remake(n, new_in)
+    return Graph(x.inputs, [memo[id(o)] for o in x.outputs])
+
+
+def _contracted_acyclic(nodes: list[Node], vert: Callable[[Node], int]) -> bool:
+    """Kahn's algorithm on the graph with each group (vert) contracted to one vertex."""
+    indeg: dict[int, int] = {}
+    succ: dict[int, set[int]] = {}
+    for n in nodes:
+        v = vert(n)
+        indeg.setdefault(v, 0)
+        for i in n.inputs:
+            w = vert(i)
+            if w != v and v not in succ.setdefault(w, set()):
+                succ[w].add(v)
+                indeg[v] = indeg.get(v, 0) + 1
+    ready = [v for v, d in indeg.items() if d == 0]
+    seen = 0
+    while ready:
+        v = ready.pop()
+        seen += 1
+        for w in succ.get(v, ()):
+            indeg[w] -= 1
+            if indeg[w] == 0:
+                ready.append(w)
+    return seen == len(indeg)
+
+
+def fuse_rows(g: Graph) -> Graph:
+    """The CPU backend's row fusion (after fuse_elementwise; not in PIPELINE, which the CUDA
+    backend shares): in a graph with a last-axis reduction, the elementwise groups are formed
+    again with the reductions, the per-row values ([rows, 1]: a mean, a variance) and their
+    broadcasts as members, so a layer norm and the ops around it become one FUSED node whose
+    body mixes shapes S, S[:-1] + (1,) and S[:-1] (`row_group_shape`). The CPU code generator
+    renders it as one loop over the rows, each row running its inner loops and reductions in
+    order (docs/design-cpu-kernels.md, "Row fusion")."""
+
+    def transform(x: Graph) -> Graph:
+        x = map_graph(x, lambda n: n, transform)
+        if not any(_row_reduce(n) for n in x.nodes):
+            return x
+        x = _inline_fused(x)
+        nodes = x.nodes
+        cand = [n for n in nodes if _row_candidate(n)]
+        parent: dict[int, int] = {id(n): id(n) for n in cand}
+        members: dict[int, list[Node]] = {id(n): [n] for n in cand}
+
+        def find(a: int) -> int:
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        def vert(n: Node) -> int:
+            return find(id(n)) if id(n) in parent else id(n)
+
+        for n in cand:
+            for i in n.inputs:
+                if id(i) not in parent:
                     continue
-                new_in = [memo[id(i)] for i in n.inputs]
-                memo[id(n)] = n if all(a is b for a, b in zip(new_in, n.inputs)) \
-                    else ops.remake(n, new_in)
-                continue
-            grp = groups[key]
-            ids = {id(m) for m in grp}
-            ext_in: list[Node] = []
-            seen: set[int] = set()
-            for m in grp:
-                for i in m.inputs:
-                    if id(i) not in ids and i.op is not Op.CONST and id(i) not in seen:
-                        seen.add(id(i))
-                        ext_in.append(i)
-            results = [m for m in grp if id(m) in out_ids or
-                       any(id(u) not in ids for u in usr.get(id(m), []))]
-            since = provenance.mark()
-            ph = [ops.placeholder(i.shape, i.dtype, role="in") for i in ext_in]
-            body_out = substitute(results, {id(a): b for a, b in zip(ext_in, ph)}, ops.remake)
-            f = ops.make(Op.FUSED, *[memo[id(i)] for i in ext_in], body=Graph(ph, body_out))
-            for k, r in enumerate(results):  # a result keeps the name of the value it replaces
-                memo[id(r)] = provenance.inherit(ops.item(f, k), r, since)
-        return Graph(x.inputs, [memo[id(o)] for o in x.outputs])
+                a, b = find(id(i)), find(id(n))
+                if a == b:
+                    continue
+                merged = members[a] + members[b]
+                if row_group_shape(merged) is False:
+                    continue
+                saved = dict(parent)  # (find compresses paths through b)
+                parent[b] = a
+                if not _contracted_acyclic(nodes, vert):
+                    parent.clear()
+                    parent.update(saved)
+                    continue
+                members[a] = merged
+                del members[b]
+        pos = {id(n): k for k, n in enumerate(nodes)}
+        groups = {k: sorted(v, key=lambda m: pos[id(m)]) for k, v in members.items()
+                  if len(v) >= 2}
+        if not groups:
+            return x
+        return _build_fused(x, groups)
 
     return transform(g)
 
@@ -1223,12 +1404,29 @@ def optimize(g: Graph, *, print_after: set[str] | str | None = None, verify: boo
     return res
 
 
+
+def run_stage(opt: OptimizeResult, name: str, fn: Callable[[Graph], Graph]) -> OptimizeResult:
+    """One more pass on an optimized graph, recorded as the pipeline's are (a stage, its time,
+    the values keep their names): a backend's own lowering (the CPU backend's fuse_rows).
+    opt.graph becomes its result."""
+    verify = os.environ.get("RNNCOMP_VERIFY", "") not in ("", "0")
+    prov = ensure_family(opt.graph).child()
+    with provenance.recording(prov):
+        t0 = time.perf_counter()
+        g = provenance.attach(fn(opt.graph), prov)
+        opt.timings[name] = time.perf_counter() - t0
+    if verify:
+        verify_graph(g)
+    opt.stages[name] = g
+    opt.graph = g
+    return opt
+
 def pass_names() -> list[str]:
     return [n for n, _ in PIPELINE]
 
 
 __all__ = ["PIPELINE", "optimize", "OptimizeResult", "rewrite", "map_graph", "fold_constants",
            "simplify", "cse", "licm", "hoist", "sink", "dce", "gate_fusion", "ragged",
-           "fuse_elementwise",
+           "fuse_elementwise", "fuse_rows", "row_group_shape", "run_stage",
            "pass_names",
            "DType"]

@@ -29,6 +29,7 @@ import rnncomp as rc
 from rnncomp import ops
 from rnncomp.transforms.autodiff import grad_graph
 from rnncomp.runtime.compiler import compile_graph
+from rnncomp.runtime.grad import model_grad_graph
 from rnncomp.ir.dtypes import DType, as_dtype
 from rnncomp.ir import Graph, Op, toposort
 from rnncomp.ir.ops import NOT_DIFFERENTIABLE, REGISTRY
@@ -523,3 +524,48 @@ def test_compiled_graph_is_optimized(compiled, dt):
     assert "fuse_elementwise" in cg.stages
     assert any(n.op is Op.FUSED for n in cg.optimized.all_nodes())
     assert cg.path.exists() and cg.path.read_text() == cg.source
+
+
+def test_row_reductions_fuse_with_their_neighbours(rng):
+    """Reductions over the last axis join the elementwise ops around them (passes.fuse_rows,
+    CPU only): a layer norm (keepdims), a row sum without keepdims read back through
+    expand_dims, a row sum feeding several consumers, a softmax (row max, row sum), in a time
+    loop and on the stacked outputs after it. Forward outputs and every gradient (whose bodies
+    hold row sums of products) equal the interpreter's, and no row reduction is left to a
+    separate pass (rt.rowsum)."""
+    H = 5
+
+    def layer_norm(z, axis):
+        d = z - rc.mean(z, axis=axis, keepdims=True)
+        return d / rc.sqrt(rc.mean(d * d, axis=axis, keepdims=True) + 1e-5)
+
+    def cell(x, h):
+        z = rc.matmul(rc.concat([x, h], 1), rc.param("W", (3 + H, H)))
+        ln = layer_norm(z, 1) * rc.param("g", (H,), "ones")
+        s = rc.sum(ln * z, axis=1)  # no keepdims: [B]
+        r = rc.sum(rc.tanh(ln), axis=1, keepdims=True)  # read by several ops
+        sm = rc.softmax(ln * r)
+        hn = rc.tanh(ln) * r + sm + rc.expand_dims(s, 1) * 0.1 + r * r * 0.01
+        return hn, hn
+
+    def f(X, R):
+        out, _ = rc.dynamic_rnn(rc.FunctionCell(cell, H, H), X, time_major=True)
+        return rc.sum(out * R) + rc.sum(layer_norm(out, 2) * R)
+
+    # float64: the f32 gradients of this (deliberately ill-conditioned) graph are only good
+    # to 1e-4 in either kernel; in f64 a wrong fusion cannot hide in the tolerance
+    m = rc.Model(f, {"X": rc.Input(("T", "B", 3)), "R": rc.Input(("T", "B", H))}, dtype="f64")
+    p = m.init(0)
+    args = m.arguments(p, {"X": rng.standard_normal((4, 3, 3)),
+                           "R": rng.standard_normal((4, 3, H))})
+    g = model_grad_graph(m, wrt=list(m.param_specs) + ["X"], preoptimize=True)
+    cg = compile_graph(g, "cpu")
+    assert "fuse_rows" in cg.stages
+    assert "rt.vsum(" in cg.source and "rt.vmax(" in cg.source
+    assert "rt.rowsum(" not in cg.source and "rt.rowmax(" not in cg.source
+    rows = [n for n in cg.optimized.all_nodes() if n.op is Op.FUSED and
+            any(x.op in (Op.REDUCE_SUM, Op.REDUCE_MAX) for x in n.attr("body").nodes)]
+    assert len(rows) >= 3  # the forward step, the backward step, the stacked layer norm
+    ref = rc.interpret(g, args)
+    for a, b, o in zip(cg(*args), ref, g.outputs):
+        _close(a, b, rtol=1e-10, atol_scale=1e-10, what=f"{o!r}")

@@ -43,6 +43,8 @@ def test_two_threads_split_rows_and_match(restore_threads, rng):
         rc.set_num_threads(n)
         cg = compile_graph(g, "cpu")
         assert ("prange(" in cg.source) == (n > 1)
+        # the row reductions run inside the (parallel) row loops (passes.fuse_rows)
+        assert "rt.vsum(" in cg.source and "rt.rowsum(" not in cg.source
         if n > 1:  # only the explicit prange loops are parallel (no parallel np.sum etc.)
             assert "'numpy': False" in cg.source and "'reduction': False" in cg.source
         got[n] = cg(*args)
