@@ -120,6 +120,15 @@ def torch_side(I, H, params, cell="lstm"):
     return fb
 
 
+def _minflt() -> int:
+    """Minor page faults of this process so far (0 where getrusage is missing)."""
+    try:
+        import resource
+    except ImportError:
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def main(argv=None):
     a = parse_args(argv)
     rng = np.random.default_rng(0)
@@ -175,14 +184,18 @@ def main(argv=None):
         f()
     wall = {k: [] for k in calls}
     cpu = {k: [] for k in calls}
+    faults = {k: [] for k in calls}
     for _ in range(a.repeat):
         for k, f in calls.items():
+            f0 = _minflt()
             t, c = time.perf_counter(), time.process_time()
             f()
             cpu[k].append((time.process_time() - c) * 1e3)
             wall[k].append((time.perf_counter() - t) * 1e3)
+            faults[k].append(_minflt() - f0)
     med = lambda v: float(np.median(v))  # noqa: E731
-    res = {k: {"wall_ms": med(wall[k]), "cpu_ms": med(cpu[k])} for k in calls}
+    res = {k: {"wall_ms": med(wall[k]), "cpu_ms": med(cpu[k]), "page_faults": med(faults[k])}
+           for k in calls}
 
     def ratio(a_, b_, kind="cpu_ms"):
         return res[a_][kind] / res[b_][kind]
@@ -196,9 +209,9 @@ def main(argv=None):
         goals.append(("one-long rnncomp / torch packed", "rc one-long", "torch one-long", 1.0))
     lines = [f"# {a.cell.upper()} B={B} I={I} H={H} T={T}, fwd+bwd, {a.repeat} rounds, medians; "
              f"compile {compile_s:.1f} s",
-             "| case | wall ms | CPU ms |", "|---|---|---|"]
+             "| case | wall ms | CPU ms | page faults per call |", "|---|---|---|---|"]
     for k, v in res.items():
-        lines.append(f"| {k} | {v['wall_ms']:.1f} | {v['cpu_ms']:.1f} |")
+        lines.append(f"| {k} | {v['wall_ms']:.1f} | {v['cpu_ms']:.1f} | {v['page_faults']:.0f} |")
     lines += ["", "| goal | ratio (CPU) | ratio (wall) | target | met |", "|---|---|---|---|---|"]
     for label, x, y, target in goals:
         rc_, rw = ratio(x, y), ratio(x, y, "wall_ms")
