@@ -457,8 +457,8 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
         post = " * ".join(em.dim(d) for d in n.shape[ax + 1:]) or "1"
         x3 = (f"np.ascontiguousarray({x}).reshape(({pre}, {em.dim(n.shape[ax])}, {post})), "
               f"np.ascontiguousarray({ins[1]})")
-        L0 = _steps_read(n, em) if blk.pre is None else None
-        Lz = _zero_steps(n) if blk.pre is None else None
+        L0 = rows.steps_read(n, em.users, em.outputs) if blk.pre is None else None
+        Lz = rows.zero_steps(n) if blk.pre is None else None
         if Lz is not None:  # results zero past max(L): copy the steps below it only
             blk.emit(f"{v} = rt.unpermute3_head({x3}, np.ascontiguousarray("
                      f"{_ref(Lz, em, names)})).reshape({sh})")
@@ -479,7 +479,7 @@ def _emit_node(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
             if inner and _valid_rows_only(n, em):
                 zero = ", 0"
             elif inner and all(u.op is Op.PERMUTE and u.inputs[0] is n and
-                               _zero_steps(u) is not None for u in us):
+                               rows.zero_steps(u) is not None for u in us):
                 zero = ", 2"  # read below max(L) only (dX permuted back)
             else:
                 zero = ", 1"
@@ -554,62 +554,6 @@ def _emit_now(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> None:
     _emit_node(n, em, names, blk)
 
 
-def _steps_read(x: Node, em: Emitter) -> Node | None:
-    """For x = permute(v [T, B, ...], argsort(L), axis=1) (a batch sorted by length): L, when
-    every user of x reads its steps t < max(L) only (ragged GEMMs with the sorted L, loops whose
-    trip count is max(L)); else None."""
-    perm = x.inputs[1]
-    if x.attr("axis") != 1 or x.attr("inverse", False) or perm.op is not Op.ARGSORT or \
-            id(x) in em.outputs:
-        return None
-    L0 = perm.inputs[0]
-    us = em.users.get(id(x), [])
-    for u in us:
-        if u.op in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT):
-            L = u.inputs[-1]
-            if not (L.op is Op.PERMUTE and L.inputs[0] is L0 and L.inputs[1] is perm and
-                    not L.attr("inverse", False)):
-                return None
-        elif u.op is Op.SCAN:
-            ui = scan_info(u)
-            if not ui.has_length or any(v is x for v in u.inputs[:ui.n_carry]) or \
-                    any(v is x for v in u.inputs[ui.n_carry + ui.n_xs:]):
-                return None
-            n = u.inputs[-1]
-            while n.op in (Op.CAST, Op.MINIMUM):
-                n = n.inputs[0]
-            if not (n.op is Op.REDUCE_MAX and n.inputs[0] is L0):
-                return None
-        else:
-            return None
-    return L0 if us else None
-
-
-def _zero_steps(x: Node) -> Node | None:
-    """For x = inverse permute(v [T, B, ...], argsort(L), axis=1) of a value zero past each
-    sorted length (a hinted loop's masked results, a ragged GEMM over the sorted lengths): L
-    (v is zero at the steps t >= max(L))."""
-    perm = x.inputs[1]
-    if x.attr("axis") != 1 or not x.attr("inverse", False) or perm.op is not Op.ARGSORT or \
-            x.ndim != 3:
-        return None
-    L0, v = perm.inputs[0], x.inputs[0]
-    if v.op is Op.ITEM and v.inputs[0].op is Op.SCAN:
-        s = v.inputs[0]
-        L = rows.lengths_input(s)
-        k = v.attr("index") - scan_info(s).n_carry
-        ok = L is not None and k >= 0 and rows.zero_past_length(s, k)
-    elif v.op is Op.RAGGED_MATMUL:
-        L = v.inputs[-1]
-        ok = True
-    else:
-        return None
-    if ok and L.op is Op.PERMUTE and L.inputs[0] is L0 and L.inputs[1] is perm and \
-            not L.attr("inverse", False):
-        return L0
-    return None
-
-
 def _valid_rows_only(x: Node, em: Emitter) -> bool:
     """Every reader of the [T, B, ...] value x (a ragged op's result) is a hinted scan reading
     it as an x_t with the lengths of x's ragged op, directly or through row-local ops: the
@@ -637,7 +581,7 @@ def _tail_unread(scan: Node, k: int, em: Emitter) -> bool:
                         any(v is it for v in u.inputs[:ui.n_carry]) or \
                         any(v is it for v in u.inputs[ui.n_carry + ui.n_xs:]):
                     return False
-            elif u.op is Op.PERMUTE and u.inputs[0] is it and _zero_steps(u) is not None:
+            elif u.op is Op.PERMUTE and u.inputs[0] is it and rows.zero_steps(u) is not None:
                 continue  # copies the steps below max(L) only
             elif u.op not in (Op.RAGGED_MATMUL, Op.RAGGED_TENSORDOT) or L is None or \
                     u.inputs[-1] is not L:

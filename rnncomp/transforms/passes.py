@@ -1022,30 +1022,8 @@ def fuse_elementwise(g: Graph) -> Graph:
             return a
 
         def acyclic() -> bool:
-            # Kahn's algorithm on the graph with each group contracted to one vertex
-            def vert(n: Node) -> int:
-                return find(id(n)) if id(n) in parent else id(n)
-
-            indeg: dict[int, int] = {}
-            succ: dict[int, set[int]] = {}
-            for n in nodes:
-                v = vert(n)
-                indeg.setdefault(v, 0)
-                for i in n.inputs:
-                    w = vert(i)
-                    if w != v and v not in succ.setdefault(w, set()):
-                        succ[w].add(v)
-                        indeg[v] = indeg.get(v, 0) + 1
-            ready = [v for v, d in indeg.items() if d == 0]
-            seen = 0
-            while ready:
-                v = ready.pop()
-                seen += 1
-                for w in succ.get(v, ()):
-                    indeg[w] -= 1
-                    if indeg[w] == 0:
-                        ready.append(w)
-            return seen == len(indeg)
+            return _contracted_acyclic(
+                nodes, lambda n: find(id(n)) if id(n) in parent else id(n))
 
         gid: dict[int, int] = {}
         for n in fus:
