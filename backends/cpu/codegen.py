@@ -146,6 +146,9 @@ class Block:
         self.concat_into: dict[tuple[int, int], tuple[Node, int]] = {}  # -> (concat, offset)
         self.direct_concat: dict[int, str] = {}  # id(concat) -> ys row it is written into
         self.into: dict[int, str] = {}  # id(matmul) -> the buffer it writes (a carry's next)
+        # (id(scan), k) -> the enclosing loop's ys row that a nested scan's stacked output k is
+        # written into (a segment's outputs go straight into the segmented result)
+        self.direct_scan: dict[tuple[int, int], str] = {}
 
     def emit(self, s: str) -> None:
         self.lines.append(" " * self.indent + s)
@@ -590,10 +593,12 @@ def _tail_unread(scan: Node, k: int, em: Emitter) -> bool:
 
 
 def copy_loop(dst: str, src: str, shape, em: Emitter, indent: int, dst_off: dict | None = None,
-              src_perm: tuple | None = None, lead: str = "", rows: str | None = None) -> list[str]:
+              src_perm: tuple | None = None, lead: str = "", rows: str | None = None,
+              op: str = "=") -> list[str]:
     """Explicit loops for dst[...] = src (optionally transposed / at an offset): slice
     assignment and ndarray.transpose cost seconds of Numba compile time each; loops don't.
-    rows: the bound of axis 0 (a hinted scan's active rows) instead of its size."""
+    rows: the bound of axis 0 (a hinted scan's active rows) instead of its size; op="+=":
+    accumulate instead."""
     r = len(shape)
     if r == 0:
         return [" " * indent + (f"{dst}[{lead[:-2]}] = {src}" if lead else f"{dst} = {src}")]
@@ -610,7 +615,8 @@ def copy_loop(dst: str, src: str, shape, em: Emitter, indent: int, dst_off: dict
         s_idx = [""] * r
         for k, p in enumerate(src_perm):
             s_idx[p] = idx[k]
-    lines.append(" " * (indent + 4 * r) + f"{dst}[{lead}{', '.join(d_idx)}] = {src}[{', '.join(s_idx)}]")
+    lines.append(" " * (indent + 4 * r) +
+                 f"{dst}[{lead}{', '.join(d_idx)}] {op} {src}[{', '.join(s_idx)}]")
     return lines
 
 
@@ -979,16 +985,28 @@ def _emit_scan_function(n: Node, em: Emitter, names: dict[int, str], blk: Block)
     fn_names: dict[int, str] = {}
     params: list[str] = []
     args: list[str] = []
-    for inp in n.inputs:
+    info = scan_info(n)
+    xs_at = set(range(info.n_carry, info.n_carry + info.n_xs))
+    based: dict[int, tuple[str, int]] = {}
+    for k, inp in enumerate(n.inputs):
         if inp.op is Op.CONST or id(inp) in fn_names:
             continue
         p = f"p{len(params)}"
         fn_names[id(inp)] = p
         params.append(p)
-        args.append(_ref(inp, em, names))
+        sl = em.slices.get(id(inp))
+        if sl is not None and inp.ndim >= 2 and \
+                all(j in xs_at for j, i in enumerate(n.inputs) if i is inp):
+            # a per-step input that is a last-axis slice of a contiguous array (a GRU's gate
+            # columns of the hoisted projection): the loop gets the array and reads its rows
+            # at an offset; as a strided view its loops would not vectorize
+            args.append(sl[0])
+            based[id(inp)] = (p, sl[1])
+        else:
+            args.append(_ref(inp, em, names))
     dim_names = list(em.dims.values())
     saved_slices = em.slices
-    em.slices = {}  # slice bases of the caller are not visible inside the function
+    em.slices = dict(based)  # slice bases of the caller are not visible inside the function
     lines: list[str] = []
     fblk = Block(lines, 4, None, 4)
     saved_prange, em.used_prange = em.used_prange, False
@@ -1034,7 +1052,13 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
     for k, y in enumerate(body.outputs[info.n_carry:]):
         yv = f"{sid}_y{k}"
         dims = ", ".join([f"{sid}_T"] + [em.dim(d) for d in y.shape])
-        if blk.pre is None and y.shape and _tail_unread(n, k, em):
+        target = blk.direct_scan.get((id(n), info.n_carry + k))
+        if target is not None and info.stop is None and hinted is None:
+            # the enclosing loop's ys row (rows t >= n zeroed after the loop, as below)
+            blk.emit(f"{yv} = {target}")
+            if info.has_length:
+                zero_after.append(k)
+        elif blk.pre is None and y.shape and _tail_unread(n, k, em):
             blk.emit(f"{yv} = np.empty(({dims},), {NP_DT[y.dtype]})")
             tail.append(k)
         elif not info.has_length and info.stop is None and hinted is None:
@@ -1078,6 +1102,13 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
                                          if rows.is_valid_mask(x, t_ph, lph)}
     written: set[int] = set()
     for k, y in enumerate(body.outputs[info.n_carry:]):
+        if y.op is Op.ITEM and y.inputs[0].op is Op.SCAN and rw is None and \
+                y.attr("index") >= scan_info(y.inputs[0]).n_carry and \
+                (id(y.inputs[0]), y.attr("index")) not in inner.direct_scan and \
+                y.inputs[0].attr("stop") is None and rows.check(y.inputs[0]) is None:
+            inner.direct_scan[(id(y.inputs[0]), y.attr("index"))] = f"{ys[k]}[{sid}_t]"
+            written.add(k)
+            continue
         if y.op is Op.ITEM and y.inputs[0].op is Op.FUSED and \
                 (id(y.inputs[0]), y.attr("index")) not in inner.direct:
             inner.direct[(id(y.inputs[0]), y.attr("index"))] = f"{ys[k]}[{sid}_t]"
@@ -1096,10 +1127,32 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
     # that output's row (y[t], h_prev of the next step)
     swaps: dict[int, str] = {}
     aliases: dict[int, str] = {}
+    rebinds: set[int] = set()  # carries that become a nested scan's final carry (no copy)
+    accums: dict[int, Node] = {}  # carries updated in place: c += x
     own: set[tuple[int, int]] = set()
+    readers: dict[int, int] = {}
+    for x in body.nodes:
+        for i in x.inputs:
+            readers[id(i)] = readers.get(id(i), 0) + 1
+    for o in body.outputs:
+        readers[id(o)] = readers.get(id(o), 0) + 1
     for k, (o, pn) in enumerate(zip(body.outputs[:info.n_carry], b_carry)):
         if o is pn or _is_scalar(pn) or rw is not None:
             # (with the rows hint, carry rows past the active ones stay frozen: copied rows)
+            continue
+        if o.op is Op.ITEM and o.inputs[0].op is Op.SCAN and readers[id(o)] == 1 and \
+                o.attr("index") < scan_info(o.inputs[0]).n_carry:
+            # a nested loop's final carry is a buffer of its own, made fresh on every step
+            # (np.copy of its initial value, then swapped): take it over
+            rebinds.add(k)
+            continue
+        if o.op is Op.ADD and readers[id(o)] == 1 and pn in o.inputs and \
+                o.inputs[0] is not o.inputs[1] and \
+                all(i.shape == o.shape and i.dtype == o.dtype for i in o.inputs):
+            # an accumulator (a weight gradient summed over segments): added in place after
+            # the step, not computed into a temporary and copied back
+            accums[k] = o.inputs[1] if o.inputs[0] is pn else o.inputs[0]
+            bnames[id(o)] = carries[k]
             continue
         if o.op is Op.MATMUL and o.inputs[0].ndim == 2 and id(o) not in inner.into:
             swaps[k] = f"{carries[k]}n"
@@ -1130,8 +1183,20 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
                 loop.append(" " * (ind + 4 + 4 * d) + f"for {j} in range({lo}{em.dim(dim)}):")
             loop.append(" " * (ind + 4 + 4 * len(idx)) +
                         f"{ys[k]}[{sid}_t, {', '.join(idx)}] = 0")
-    for k, x in enumerate(X):
-        loop.append(" " * (ind + 4) + f"{sid}_x{k} = {x}[{sid}_t]")
+    b_xs = body.inputs[1 + info.n_carry:1 + info.n_carry + info.n_xs]
+    for k, (x, xn) in enumerate(zip(X, n.inputs[info.n_carry:info.n_carry + info.n_xs])):
+        sl = em.slices.get(id(xn))
+        if sl is not None and xn.ndim >= 2:
+            # x is a slice of `base` on the last axis: step t's row of the base, and the
+            # placeholder's loops read that contiguous row at the offset
+            base, off = sl
+            cols = f"{em.offset(off)}:{em.size(off + xn.shape[-1])}"
+            loop.append(" " * (ind + 4) + f"{sid}_xb{k} = {base}[{sid}_t]")
+            loop.append(" " * (ind + 4) + f"{sid}_x{k} = {sid}_xb{k}"
+                        f"[{', '.join([':'] * (xn.ndim - 2) + [cols])}]")
+            em.slices[id(b_xs[k])] = (f"{sid}_xb{k}", off)
+        else:
+            loop.append(" " * (ind + 4) + f"{sid}_x{k} = {x}[{sid}_t]")
     _emit_graph(body, em, bnames, inner)
     outs = body.outputs
     for k, y in enumerate(outs[info.n_carry:]):
@@ -1140,13 +1205,18 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
                                   lead=f"{sid}_t, ", rows=rw))
     for k, (o, pn) in enumerate(zip(outs[:info.n_carry], b_carry)):
         src = _ref(o, em, bnames)
-        if o is pn or k in swaps or k in aliases:
+        if o is pn or k in swaps or k in aliases or k in rebinds or k in accums:
             continue
         if _is_scalar(pn):
             loop.append(" " * (ind + 4) + f"{carries[k]} = {src}")
         else:
             loop.extend(copy_loop(carries[k], src, pn.shape, em, ind + 4, rows=rw))
     # after the copies (which may read the old carries)
+    for k, x in accums.items():
+        loop.extend(copy_loop(carries[k], _ref(x, em, bnames), b_carry[k].shape, em, ind + 4,
+                              op="+="))
+    for k in sorted(rebinds):
+        loop.append(" " * (ind + 4) + f"{carries[k]} = {_ref(outs[k], em, bnames)}")
     for k, nb in swaps.items():
         loop.append(" " * (ind + 4) + f"{carries[k]}, {nb} = {nb}, {carries[k]}")
     for k, row in aliases.items():
