@@ -112,6 +112,11 @@ def thread_env(n: int) -> dict:
         env["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false "
                             "intra_op_parallelism_threads=1").strip()
     env.setdefault("JAX_PLATFORMS", "cpu")
+    # the worker imports torch (which loads libgomp) before rnncomp, so rnncomp cannot set
+    # this itself before libgomp reads it (backends/cpu/driver.quiet_openmp); with the default
+    # (spinning idle threads) rnncomp's 2-thread kernels ran 10x slower on 2 CPUs. It applies
+    # to torch's OpenMP threads too; a value the caller set is kept
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -198,7 +203,8 @@ def machine_info():
     return {"cpu": cpu, "llvm_cpu": numba_cpu, "cores": os.cpu_count(), "versions": vers,
             "source_mtime_utc": src,
             "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                                  "OPENBLAS_NUM_THREADS", "XLA_FLAGS")}}
+                                                   "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS",
+                                                   "XLA_FLAGS")}}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ a conservative guess (not measured here) at where GEMMs of a few hundred rows st
 The setting is applied the first time a model runs (not at `import rnncomp`), and again when it
 changes. BLAS threads are set through threadpoolctl (a dependency; without it only Numba's pool
 follows the setting). Nothing here imports Numba: the CPU backend reads the setting when its
-kernels run.
+kernels run, and sets OMP_WAIT_POLICY=PASSIVE (unless set) before Numba's OpenMP pool starts:
+idle pool threads spinning between the cell loops took the cores the GEMM threads needed
+(rnncomp.backends.cpu.driver.quiet_openmp).
 """
 
 from __future__ import annotations

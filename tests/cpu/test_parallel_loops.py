@@ -52,3 +52,35 @@ def test_two_threads_split_rows_and_match(restore_threads, rng):
     for a, b, r in zip(got[1], got[2], ref):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_allclose(b, r, rtol=1e-5, atol=1e-5 * max(1.0, float(np.abs(r).max())))
+
+
+_WAIT_POLICY_CHILD = r"""
+import os, numpy as np, rnncomp as rc
+rc.set_num_threads(2)
+def f(X):
+    out, _ = rc.dynamic_rnn(rc.BasicLSTMCell(4), X)
+    return out
+m = rc.Model(f, {"X": rc.Input((None, None, 3))})
+m(m.init(0), backend="cpu", X=np.ones((8, 2, 3), np.float32))
+import numba.np.ufunc.parallel as p
+print(p._is_initialized, os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+@pytest.mark.parametrize("given,want", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_sleep_when_idle_unless_told_otherwise(given, want):
+    # the pool's idle threads spinning between the cell loops took the cores OpenBLAS's GEMM
+    # threads needed (10x slower with 2 threads on 2 CPUs); the user's own choice is kept
+    import subprocess
+    import sys
+
+    from helpers import child_env
+
+    env = child_env()
+    env.pop("OMP_WAIT_POLICY", None)
+    if given is not None:
+        env["OMP_WAIT_POLICY"] = given
+    r = subprocess.run([sys.executable, "-c", _WAIT_POLICY_CHILD], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[-2:] == ["True", want], r.stdout
