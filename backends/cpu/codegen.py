@@ -1146,12 +1146,15 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
             # (np.copy of its initial value, then swapped): take it over
             rebinds.add(k)
             continue
-        if o.op is Op.ADD and readers[id(o)] == 1 and pn in o.inputs and \
-                o.inputs[0] is not o.inputs[1] and \
-                all(i.shape == o.shape and i.dtype == o.dtype for i in o.inputs):
+        other = o.inputs[1] if o.op is Op.ADD and o.inputs[0] is pn else \
+            o.inputs[0] if o.op is Op.ADD and o.inputs[1] is pn else None
+        if other is not None and readers[id(o)] == 1 and \
+                all(i.shape == o.shape and i.dtype == o.dtype for i in o.inputs) and \
+                all(x is not pn for x in toposort([other])):
             # an accumulator (a weight gradient summed over segments): added in place after
-            # the step, not computed into a temporary and copied back
-            accums[k] = o.inputs[1] if o.inputs[0] is pn else o.inputs[0]
+            # the step, not computed into a temporary and copied back (the addend must not be
+            # computed from the carry: a view of it would be read while it is written)
+            accums[k] = other
             bnames[id(o)] = carries[k]
             continue
         if o.op is Op.MATMUL and o.inputs[0].ndim == 2 and id(o) not in inner.into:

@@ -66,3 +66,28 @@ def test_segment_loops_write_in_place():
             _, got = m.value_and_grad(p, backend="cpu", checkpoint_every=k, **feeds)
             for name in ref:
                 assert_close(got[name], ref[name], 2e-5, f"{name}, T={T}, k={k}")
+
+
+def test_in_place_accumulation_only_of_addends_not_read_from_the_carry():
+    # c_next = c + x_t @ x_t accumulates in place; c_next = c + transpose(c) must not (the
+    # addend would be read from the buffer being written): both equal the interpreter
+    from rnncomp.ir import Op, ops
+    from rnncomp.ir.dtypes import DType
+    from rnncomp.ir.graph import Graph
+    from rnncomp.runtime.interp import interpret
+
+    c0 = ops.make(Op.INPUT, name="c0", shape=(3, 3), dtype=DType.f32)
+    X = ops.make(Op.INPUT, name="X", shape=(4, 3, 3), dtype=DType.f32)
+    t, c, x = (ops.placeholder((), DType.i32), ops.placeholder((3, 3), DType.f32),
+               ops.placeholder((3, 3), DType.f32))
+    grow = ops.scan(Graph([t, c, x], [ops.add(c, ops.matmul(x, x))]), [c0], [X], [])
+    swap = ops.scan(Graph([t, c, x], [ops.add(c, ops.transpose(c, (1, 0)))]), [c0], [X], [])
+    g = Graph([c0, X], [grow[0], swap[0]])
+    src = compile_graph(g, "cpu").source
+    assert len(re.findall(r"\] \+= ", src)) == 1, src
+    rng = np.random.default_rng(3)
+    args = [rng.standard_normal((3, 3)).astype(np.float32),
+            rng.standard_normal((4, 3, 3)).astype(np.float32)]
+    got = compile_graph(g, "cpu")(*args)
+    for a, b in zip(got, interpret(g, args)):
+        assert_close(a, b, 1e-5, "final carry")
