@@ -52,7 +52,10 @@ def _run(H: int, I: int, B: int, T: int = 3):
 def test_other_hidden_input_and_batch_size_reuse_the_kernel():
     first = _run(H=8, I=5, B=3)
     n = _compiled_overloads(first)
-    assert n >= 2  # the kernel and at least one loop function were compiled
+    # the kernel, and its loop functions when compiled here: loaded from the kernel cache
+    # (another worker of a parallel run compiled the same source first) they are linked
+    # into the kernel and hold no overload of their own
+    assert n >= 1
     second = _run(H=12, I=7, B=2)
     assert second.source == first.source
     assert second.key == first.key and second.path == first.path
