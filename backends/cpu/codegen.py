@@ -14,7 +14,7 @@ import re
 
 from rnncomp.ir.dtypes import DType
 from rnncomp.ir import Graph, GroupOp, Node, Op, rows, toposort
-from rnncomp.ir.graph import derived_dim
+from rnncomp.ir.graph import derived_dim, users
 from rnncomp.ir.ops import REGISTRY, scan_info
 from rnncomp.transforms.passes import row_group_shape
 
@@ -1053,8 +1053,9 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
         yv = f"{sid}_y{k}"
         dims = ", ".join([f"{sid}_T"] + [em.dim(d) for d in y.shape])
         target = blk.direct_scan.get((id(n), info.n_carry + k))
-        if target is not None and info.stop is None and hinted is None:
-            # the enclosing loop's ys row (rows t >= n zeroed after the loop, as below)
+        if target is not None:
+            # the enclosing loop's ys row (registered only for loops without a stop or a rows
+            # hint; rows t >= n zeroed after the loop, as below)
             blk.emit(f"{yv} = {target}")
             if info.has_length:
                 zero_after.append(k)
@@ -1130,17 +1131,16 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
     rebinds: set[int] = set()  # carries that become a nested scan's final carry (no copy)
     accums: dict[int, Node] = {}  # carries updated in place: c += x
     own: set[tuple[int, int]] = set()
-    readers: dict[int, int] = {}
-    for x in body.nodes:
-        for i in x.inputs:
-            readers[id(i)] = readers.get(id(i), 0) + 1
-    for o in body.outputs:
-        readers[id(o)] = readers.get(id(o), 0) + 1
+    body_users = users(body.nodes)
+
+    def only_a_carry(o: Node) -> bool:  # read by no body node, this carry's output only
+        return not body_users.get(id(o)) and sum(x is o for x in body.outputs) == 1
+
     for k, (o, pn) in enumerate(zip(body.outputs[:info.n_carry], b_carry)):
         if o is pn or _is_scalar(pn) or rw is not None:
             # (with the rows hint, carry rows past the active ones stay frozen: copied rows)
             continue
-        if o.op is Op.ITEM and o.inputs[0].op is Op.SCAN and readers[id(o)] == 1 and \
+        if o.op is Op.ITEM and o.inputs[0].op is Op.SCAN and only_a_carry(o) and \
                 o.attr("index") < scan_info(o.inputs[0]).n_carry:
             # a nested loop's final carry is a buffer of its own, made fresh on every step
             # (np.copy of its initial value, then swapped): take it over
@@ -1148,7 +1148,7 @@ def _emit_scan(n: Node, em: Emitter, names: dict[int, str], blk: Block) -> list[
             continue
         other = o.inputs[1] if o.op is Op.ADD and o.inputs[0] is pn else \
             o.inputs[0] if o.op is Op.ADD and o.inputs[1] is pn else None
-        if other is not None and readers[id(o)] == 1 and \
+        if other is not None and only_a_carry(o) and \
                 all(i.shape == o.shape and i.dtype == o.dtype for i in o.inputs) and \
                 all(x is not pn for x in toposort([other])):
             # an accumulator (a weight gradient summed over segments): added in place after
