@@ -16,11 +16,10 @@ import re
 
 import numpy as np
 import pytest
+from helpers import assert_close
 
 import rnncomp as rc
 from rnncomp.runtime.compiler import compile_graph
-
-from helpers import assert_close
 
 
 @pytest.mark.parametrize("reset_after", [False, True])
@@ -32,8 +31,8 @@ def test_gru_gate_columns_are_read_from_the_contiguous_projection(reset_after):
     m = rc.Model(f, {"X": rc.Input((None, None, 3))})
     cg = compile_graph(m.graph, "cpu")
     # the loop's row of the whole projection, then the gate columns as a view of it
-    assert re.search(r"^\s+(s\d+)_xb(\d+) = p\d+\[\1_t\]$", cg.source, re.M), cg.source
-    assert re.search(r"^\s+(s\d+)_x(\d+) = \1_xb\2\[:, ", cg.source, re.M)
+    assert re.search(r"^\s+(s\d+)_xb(\d+) = p\d+\[\1_t\]$", cg.source, re.MULTILINE), cg.source
+    assert re.search(r"^\s+(s\d+)_x(\d+) = \1_xb\2\[:, ", cg.source, re.MULTILINE)
     # the fused loops index that row at the offset
     assert re.search(r"s\d+_xb\d+\[i0, i1 \+ ", cg.source)
     p = m.init(0)
@@ -50,11 +49,11 @@ def test_segment_loops_write_in_place():
     g = m.grad_graph(checkpoint_every=3)
     src = compile_graph(g, "cpu").source
     # a segment's outputs: the nested loop's buffer IS the enclosing loop's row
-    assert re.search(r"^\s+s\d+_y\d+ = s\d+_y\d+\[s\d+_t\]$", src, re.M), src
+    assert re.search(r"^\s+s\d+_y\d+ = s\d+_y\d+\[s\d+_t\]$", src, re.MULTILINE), src
     # the carries leaving a segment are the nested loop's own (fresh) buffers
-    assert re.search(r"^\s+(s\d+)_c\d+ = (?!\1)s\d+_c\d+$", src, re.M)
+    assert re.search(r"^\s+(s\d+)_c\d+ = (?!\1)s\d+_c\d+$", src, re.MULTILINE)
     # the weight gradients accumulate over the segments in place
-    assert re.search(r"^\s+s\d+_c\d+\[j\d+, j\d+\] \+= v\d+\[j\d+, j\d+\]$", src, re.M)
+    assert re.search(r"^\s+s\d+_c\d+\[j\d+, j\d+\] \+= v\d+\[j\d+, j\d+\]$", src, re.MULTILINE)
     p = m.init(0)
     rng = np.random.default_rng(2)
     # T=7: two full segments and a partial one; T=3: one segment
