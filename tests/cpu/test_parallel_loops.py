@@ -80,7 +80,7 @@ def test_openmp_threads_sleep_when_idle_unless_told_otherwise(given, want):
     env.pop("OMP_WAIT_POLICY", None)
     if given is not None:
         env["OMP_WAIT_POLICY"] = given
-    r = subprocess.run([sys.executable, "-c", _WAIT_POLICY_CHILD], env=env, capture_output=True, check=False,
-                       text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-c", _WAIT_POLICY_CHILD], env=env, capture_output=True,
+                       check=False, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[-2:] == ["True", want], r.stdout
