@@ -292,9 +292,25 @@ def static_rnn(
         sequence_length = _check_seq_len(sequence_length, B, len(inputs), fn)
     outputs = []
     states = [tuple(flat)]
+    # at the top level every copy of the cell is step t of one loop, as in dynamic_rnn: random
+    # draws (dropout) reuse step 0's sites with the step index t, so a static unroll draws the
+    # masks dynamic_rnn draws and its copies stay identical steps (the reroll pass makes them
+    # one scan); inside a scan body the enclosing step keys the draws and each copy takes new
+    # sites instead
+    ctx = current()
+    top = not ctx.step_stack
+    sites0 = sites_end = ctx.random_sites
     with variable_scope(scope or "rnn"):
         for t, x in enumerate(inputs):
-            out, new_state = cell(x, unflatten(tree, flat))
+            if top:
+                ctx.random_sites = sites0
+                ctx.step_stack.append(ops.const(t, DType.i32))
+            try:
+                out, new_state = cell(x, unflatten(tree, flat))
+            finally:
+                if top:
+                    ctx.step_stack.pop()
+                    sites_end = max(sites_end, ctx.random_sites)
             new_flat = _check_new_state(cell, new_state, tree, flat, fn)
             if sequence_length is not None:
                 valid = dsl.reshape(ops.lt(ops.const(t, sequence_length.dtype), sequence_length),
@@ -304,6 +320,8 @@ def static_rnn(
             flat = new_flat
             outputs.append(out)
             states.append(tuple(flat))
+    if top:
+        ctx.random_sites = sites_end
     # a hint for the reroll pass, which turns the T copies into one scan when they are the same
     # step (the traced graph keeps the copies)
     current().unrolls.append(Unroll(tuple(inputs), tuple(states), tuple(outputs)))

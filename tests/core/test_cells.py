@@ -202,13 +202,18 @@ def _dropout_ref(X, p, seed):
     return np.stack(outs, 1), (c, h)
 
 
-def test_dropout_training_matches_masks_from_hash(rng):
-    m = _dropout_model()
+@pytest.mark.parametrize("unroll", ["dynamic", "static"])
+def test_dropout_training_matches_masks_from_hash(rng, unroll):
+    """static_rnn draws the masks dynamic_rnn draws: the copies of the cell are steps 0..T-1
+    of one loop (same sites, the step index t), so the reroll pass can make them one scan."""
+    m = _dropout_model(unroll)
     rc.verify(m.graph)
     assert {"@training", "@seed"} <= {n.name for n in m.graph.inputs}
     p = random_params(m, rng)
     X = rng.standard_normal((B, T, I)).astype(np.float32)
     out, (c, h) = m(p, training=True, seed=7, X=X)
+    if unroll == "static":
+        out = np.stack(out, 1)
     ref_out, (rc_, rh) = _dropout_ref(X, p, 7)
     np.testing.assert_allclose(out, ref_out, rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(c, rc_, rtol=2e-5, atol=2e-6)

@@ -157,3 +157,51 @@ def test_traced_graph_still_shows_the_copies():
     m = static_model(False)
     assert n_scans(m.graph) == 0
     assert sum(n.op is Op.MATMUL for n in m.graph.nodes) >= 3 * T
+
+
+@pytest.mark.parametrize("with_len", [False, True])
+def test_values_computed_from_the_final_state_do_not_block_the_reroll(with_len):
+    """A loss on tanh(final c) of an LSTM: without sequence_length that node IS the last step's
+    tanh(c_T) (interned; h_T = o * tanh(c_T) uses it), an inner value used outside the unroll.
+    It depends on the unroll only through the final state, so it is rebuilt from the scan's
+    final carry and the unroll still becomes one scan."""
+    def extra(outs, st):
+        flat = [s for layer in st for s in (layer if isinstance(layer, tuple) else (layer,))]
+        return {"loss": sum(rc.sum(rc.tanh(s)) for s in flat) + rc.sum(outs[-1])}
+
+    m = static_model(with_len, extra)
+    g = reroll(m.graph)
+    assert n_scans(g) == 1
+    p = m.init(0)
+    for a, b in zip(run(m.graph, p), run(g, p), strict=True):
+        np.testing.assert_array_equal(a, b)
+    from rnncomp.runtime.grad import model_grad_graph
+
+    assert n_scans(model_grad_graph(m, output="loss", preoptimize=True)) == 2
+
+
+def test_static_dropout_in_training_mode_rerolls():
+    """static_rnn's dropout draws are keyed by (site, step t) as in dynamic_rnn: the copies are
+    one step function, the rerolled graph draws the same masks, and static == dynamic."""
+    def make(static):
+        def fn(X):
+            cell = rc.DropoutWrapper(rc.BasicLSTMCell(H), 0.6, 0.7, 0.8)
+            if static:
+                outs, st = rc.static_rnn(cell, _xs(X))
+                return rc.stack(outs, axis=1), st
+            return rc.dynamic_rnn(cell, X)
+        return rc.Model(fn, {"X": rc.Input((None, T, I))}, dtype="f64")
+
+    m, d = make(True), make(False)
+    g = reroll(m.graph)
+    assert n_scans(m.graph) == 0 and n_scans(g) == 1
+    p = m.init(0)
+    kw = dict(X=X, **p, **{"@training": True, "@seed": 5, "@example_offset": 0})
+    a, b = rc.interpret(m.graph, kw), rc.interpret(g, kw)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    out_d, st_d = d(p, X=X, training=True, seed=5)
+    out_s, st_s = m(p, X=X, training=True, seed=5)
+    assert np.any(out_s == 0)  # dropout did drop
+    np.testing.assert_allclose(out_s, out_d, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(st_s.c, st_d.c, rtol=1e-12, atol=1e-14)
