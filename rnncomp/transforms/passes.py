@@ -37,8 +37,9 @@ def _with_body(n: Node, inputs, body: Graph) -> Node:
 
 
 def map_graph(g: Graph, node_fn: Callable[[Node], Node], body_fn: Callable[[Graph], Graph],
-              ) -> Graph:
-    """Rebuild g bottom-up: bodies through body_fn, then each node through node_fn."""
+              skip: frozenset[Op] = frozenset()) -> Graph:
+    """Rebuild g bottom-up: bodies through body_fn (except those of ops in `skip`), then each
+    node through node_fn."""
     memo: dict[int, Node] = {}
     for n in g.nodes:
         if n.op in (Op.INPUT, Op.PARAM, Op.PLACEHOLDER) and n in g.inputs:
@@ -46,7 +47,7 @@ def map_graph(g: Graph, node_fn: Callable[[Node], Node], body_fn: Callable[[Grap
             continue
         new_in = [memo[id(i)] for i in n.inputs]
         body = n.attr("body")
-        if isinstance(body, Graph):
+        if isinstance(body, Graph) and n.op not in skip:
             nb = body_fn(body)
             m = n if (nb is body and all(a is b for a, b in zip(new_in, n.inputs))) \
                 else _with_body(n, new_in, nb)
@@ -1005,7 +1006,10 @@ def fuse_elementwise(g: Graph) -> Graph:
     through outside nodes."""
 
     def transform(x: Graph) -> Graph:
-        x = map_graph(x, lambda n: n, transform)
+        # a FUSED node's body is one group already (a graph optimized before, as `rnncomp
+        # inspect --stage optimized --source cpu` compiles it): fusing inside it would make
+        # its results ITEMs
+        x = map_graph(x, lambda n: n, transform, skip=frozenset({Op.FUSED}))
         for _ in range(8):
             y = _push_slices(x)
             if y is x:

@@ -103,6 +103,35 @@ def test_passes_preserve_cells(cell, dynamic):
                      f"{cell} gradient (preoptimize={pre})")
 
 
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dyn", "static"])
+@pytest.mark.parametrize("cell", ["basic_lstm", "gru_after", "dropout", "multi_tuple"])
+def test_optimizing_an_optimized_graph_changes_nothing_it_computes(cell, dynamic):
+    """`rnncomp inspect --stage optimized --source cpu` compiles the optimized graph, so the
+    pipeline runs again on FUSED nodes: it must keep their bodies as they are (fusing inside
+    one made its results ITEMs, a ShapeError) and the results."""
+    rng = np.random.default_rng(3)
+    m = _cell_model(CELLS[cell], dynamic)
+    out_size = CELLS[cell]().output_size
+    inputs = {"X": rng.standard_normal((B, T, I)), "L": np.array([0, T, 2], np.int32),
+              "R": rng.standard_normal((B, T, out_size))}
+    args = _args(m, rng, inputs)
+    for what, g in (("forward", m.graph),
+                    ("gradient", grad_graph(m.graph, 0, m.graph.param_names + ["X"],
+                                            preoptimize=True))):
+        once = optimize(g, verify=True).graph
+        assert any(n.op is Op.FUSED for n in _all_nodes(once)), what
+        twice = optimize(once, verify=True).graph
+        _assert_same(_run(twice, args), _run(g, args), f"{cell} {what} optimized twice")
+
+
+def _all_nodes(g: Graph):
+    for n in g.nodes:
+        yield n
+        body = n.attr("body")
+        if isinstance(body, Graph):
+            yield from _all_nodes(body)
+
+
 # ---------------------------------------------------------------------------------------------
 # Random custom cells (hypothesis)
 # ---------------------------------------------------------------------------------------------
