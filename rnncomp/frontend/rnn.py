@@ -363,5 +363,6 @@ def scan(
 
 
 def step_index() -> Node:
-    """The step index (i32 scalar) inside a scan body; 0 outside any loop."""
+    """The step index (i32 scalar) inside a scan body, or copy t of a static_rnn; 0 outside any
+    loop."""
     return current().step()

@@ -94,10 +94,11 @@ class _NoReroll(Exception):
 
 
 def _anti_unify(a_outs: list[Node], b_outs: list[Node], pairs: dict[tuple[int, int], Node],
-                step: Node) -> list[Node]:
+                step: Node, literal_casts: set[int]) -> list[Node]:
     """The step function behind two consecutive steps a (= step 0) and b (= step 1): nodes equal
     in both are shared (invariants), the pairs (state_t, state_t+1), (x_t, x_t+1) become the
-    body's placeholders, integer literals 0 / 1 become the step index, anything else must have
+    body's placeholders, literals 0 / 1 (the step index, folded into a cast to any dtype) become
+    the step index (every step is checked against the body afterwards), anything else must have
     the same op and attrs on both sides."""
     memo: dict[tuple[int, int], Node] = {}
 
@@ -109,9 +110,10 @@ def _anti_unify(a_outs: list[Node], b_outs: list[Node], pairs: dict[tuple[int, i
             return pairs[key]
         if key in memo:
             return memo[key]
-        if (a.op is Op.CONST and b.op is Op.CONST and a.dtype is b.dtype and a.dtype.is_int
-                and a.shape == () and a.attr("value") == 0 and b.attr("value") == 1):
+        if (a.op is Op.CONST and b.op is Op.CONST and a.dtype is b.dtype and a.shape == ()
+                and a.attr("value") == 0 and b.attr("value") == 1):
             r = ops.cast(step, a.dtype)
+            literal_casts.add(id(r))  # step t instantiates it as the literal t, not a cast
         elif (a.op is b.op and a.op is not Op.SCAN and len(a.inputs) == len(b.inputs)
               and dict(a.attrs) == dict(b.attrs)):
             r = ops.remake(a, [au(x, y) for x, y in zip(a.inputs, b.inputs)])
@@ -123,7 +125,8 @@ def _anti_unify(a_outs: list[Node], b_outs: list[Node], pairs: dict[tuple[int, i
     return [au(a, b) for a, b in zip(a_outs, b_outs)]
 
 
-def _instantiate(outs: list[Node], env: dict[int, Node], step: Node, t: int) -> list[Node]:
+def _instantiate(outs: list[Node], env: dict[int, Node], step: Node, t: int,
+                 literal_casts: set[int]) -> list[Node]:
     """The body's outputs at step t (placeholders replaced, the step index a literal): the same
     interned nodes as the unrolled step t iff the two compute the same thing."""
     memo: dict[int, Node] = dict(env)
@@ -131,7 +134,7 @@ def _instantiate(outs: list[Node], env: dict[int, Node], step: Node, t: int) -> 
     for n in toposort(outs):
         if id(n) in memo:
             continue
-        if n.op is Op.CAST and n.inputs[0] is step:
+        if id(n) in literal_casts:
             memo[id(n)] = ops.const(t, n.dtype)
             continue
         new = [memo.get(id(i), i) for i in n.inputs]
@@ -150,15 +153,16 @@ def _reroll_one(g: Graph, u) -> dict[int, Node] | None:
     x_ph = ops.placeholder(u.xs[0].shape, u.xs[0].dtype, role="x")
     pairs = {(id(a), id(b)): ph for a, b, ph in zip(u.states[0], u.states[1], c_ph)}
     pairs[(id(u.xs[0]), id(u.xs[1]))] = x_ph
+    literal_casts: set[int] = set()
     try:
         outs = _anti_unify(list(u.states[1]) + [u.outputs[0]],
-                           list(u.states[2]) + [u.outputs[1]], pairs, step)
+                           list(u.states[2]) + [u.outputs[1]], pairs, step, literal_casts)
     except _NoReroll:
         return None
     for t in range(T):  # every step must be this body, exactly
         env = {id(ph): v for ph, v in zip(c_ph, u.states[t])}
         env[id(x_ph)] = u.xs[t]
-        got = _instantiate(outs, env, step, t)
+        got = _instantiate(outs, env, step, t, literal_casts)
         if any(a is not b for a, b in zip(got, list(u.states[t + 1]) + [u.outputs[t]])):
             return None
     # which values of the unroll are used outside it: the outputs, the final state and (as
@@ -176,19 +180,29 @@ def _reroll_one(g: Graph, u) -> dict[int, Node] | None:
     mids = {id(n): (t, k) for t in range(1, T) for k, n in enumerate(u.states[t])}
     outs_at = {id(o): t for t, o in enumerate(u.outputs)}
     finals = {id(n) for n in u.states[T]}
+    # an inner value that depends on the unroll only through its final states (tanh(c_T) of a
+    # loss, interned to the node the last step's h_T = o * tanh(c_T) uses) is rebuilt from the
+    # scan's final carries when the finals are substituted: it does not block the reroll
+    after_final: set[int] = set()
+    for n in toposort(list(u.states[T]) + list(u.outputs)):
+        if (id(n) in inner and id(n) not in roots and n.inputs
+                and all(id(i) not in inner or id(i) in finals or id(i) in after_final
+                        for i in n.inputs)):
+            after_final.add(id(n))
+    free_ok = outs_at.keys() | finals | after_final
     stack_states = False
     for n in g.nodes:
         if id(n) in inner:
             continue
         for i in n.inputs:
-            if id(i) in inner and id(i) not in outs_at and id(i) not in finals:
+            if id(i) in inner and id(i) not in free_ok:
                 if id(i) not in mids:
                     return None
                 stack_states = True
     live_out = [o for o in g.outputs if id(o) in inner]
     if any(id(o) in mids for o in live_out):
         stack_states = True
-    if any(id(o) not in outs_at and id(o) not in finals and id(o) not in mids for o in live_out):
+    if any(id(o) not in free_ok and id(o) not in mids for o in live_out):
         return None
     ys = [outs[ns]] + (list(outs[:ns]) if stack_states else [])
     body, free = ops.close_body([step] + c_ph + [x_ph], list(outs[:ns]) + ys)

@@ -205,3 +205,28 @@ def test_static_dropout_in_training_mode_rerolls():
     assert np.any(out_s == 0)  # dropout did drop
     np.testing.assert_allclose(out_s, out_d, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(st_s.c, st_d.c, rtol=1e-12, atol=1e-14)
+
+
+def test_step_index_in_a_static_unroll_is_the_copy_number():
+    """rc.step_index() in copy t of static_rnn is t, as in dynamic_rnn (it was 0 in every copy,
+    a silent difference between the two unrolls of one cell)."""
+    def cell(x, h):
+        h2 = rc.tanh(rc.slice(x, 0, 1, axis=1) + h) + rc.cast(rc.step_index(), "f64")
+        return h2, h2
+
+    def make(static):
+        def fn(X):
+            c = rc.FunctionCell(cell, state_size=1, output_size=1)
+            if static:
+                outs, st = rc.static_rnn(c, _xs(X))
+                return rc.stack(outs, axis=1), st
+            return rc.dynamic_rnn(c, X)
+        return rc.Model(fn, {"X": rc.Input((None, T, I))}, dtype="f64")
+
+    m = make(True)
+    assert n_scans(reroll(m.graph)) == 1
+    out_s, st_s = m({}, X=X)
+    out_d, st_d = make(False)({}, X=X)
+    np.testing.assert_allclose(out_s, out_d, rtol=1e-12)
+    np.testing.assert_allclose(st_s, st_d, rtol=1e-12)
+    assert out_s[0, -1, 0] > T - 2  # the last step added T - 1
