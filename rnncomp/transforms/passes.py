@@ -305,6 +305,10 @@ def _simplify(n: Node) -> Node | None:
         return ops.reshape(ins[0].inputs[0], n.shape)
     if op is Op.SLICE:
         return _simplify_slice(n)
+    if op is Op.DIMSIZE:
+        src = _size_source(ins[0], n.attr("axis"))
+        if src is not None:
+            return ops.make(Op.DIMSIZE, src[0], axis=src[1], dtype=n.dtype)
     if op is Op.STOP_GRADIENT:
         return ins[0]  # after autodiff, stop_gradient is the identity
     if op in GroupOp.Binary and len(ins) == 2:
@@ -316,6 +320,24 @@ def _simplify(n: Node) -> Node | None:
                 new = [ins[0], ins[1]]
                 new[k] = lit
                 return ops.remake(n, new)
+    return None
+
+
+def _size_source(x: Node, a: int) -> tuple[Node, int] | None:
+    """An input of x (and its axis) whose size is x's size along axis a: the size of a value
+    computed in a loop body then comes from an input of the body, which licm can read outside
+    the loop (a layer norm's element count stops being a per-step result)."""
+    if x.op in GroupOp.Elementwise:
+        for i in x.inputs:
+            if i.ndim == x.ndim and i.shape[a] == x.shape[a]:
+                return i, a
+        return None
+    if x.op in (Op.SLICE, Op.CONCAT) and x.attr("axis") != a:
+        return x.inputs[0], a
+    if x.op is Op.TRANSPOSE:
+        return x.inputs[0], x.attr("perm")[a]
+    if x.op is Op.MATMUL and x.ndim == 2 and all(i.ndim == 2 for i in x.inputs):
+        return (x.inputs[0], 0) if a == 0 else (x.inputs[1], 1)
     return None
 
 
@@ -514,6 +536,23 @@ def licm(g: Graph) -> Graph:
 
     def fn(s: Node, items: list[Node]):
         p = _parts(s)
+        # a size of a carry or a per-step input is the size of its initial value or of the
+        # stacked input: the same at every step
+        sizes: dict[int, Node] = {}
+        for n in toposort(p.body.outputs):
+            if n.op is Op.DIMSIZE and n.inputs[0].op is Op.PLACEHOLDER:
+                ph, a = n.inputs[0], n.attr("axis")
+                for phs, outer, shift in ((p.carries, p.init, 0), (p.xs, p.X, 1)):
+                    at = [k for k, q in enumerate(phs) if q is ph]
+                    if at:
+                        sizes[id(n)] = ops.make(Op.DIMSIZE, outer[at[0]], axis=a + shift,
+                                                dtype=n.dtype)
+        if sizes:
+            new_ph = {k: ops.placeholder((), v.dtype, role="inv") for k, v in sizes.items()}
+            outputs = substitute(p.body.outputs, new_ph, ops.remake)
+            invs = list(zip(p.invs, p.W)) + [(new_ph[k], sizes[k]) for k in sizes]
+            new = _rebuild_scan(p, list(zip(p.xs, p.X)), invs, outputs, None)
+            return {id(it): ops.item(new, it.attr("index")) for it in items}
         order = toposort(p.body.outputs)
         dep = _depends(order, {id(x) for x in [p.t] + p.carries + p.xs})
         lift: list[Node] = []

@@ -348,3 +348,42 @@ def test_lstm_backward_weight_and_input_gradients_leave_the_loop(lstm_opt):
     n_fwd = len(m.graph.outputs)
     dX = bwd.outputs[n_fwd + len(m.graph.param_names)]
     assert dX.shape == ("B", "T", 3)
+
+
+def test_sizes_read_in_a_loop_body_leave_the_loop():
+    """A layer norm's element count (rc.mean divides by a DIMSIZE of a value computed in the
+    step) is the same at every step: simplify traces it back to an input of the body and licm
+    reads it from the initial carry or the stacked input outside the loop, so the forward scan
+    computes no size and the backward pass gets no stacked [T] column of counts."""
+    def ln(x):
+        m = rc.mean(x, axis=-1, keepdims=True)
+        v = rc.mean(rc.square(x - m), axis=-1, keepdims=True)
+        return (x - m) / rc.sqrt(v + 1e-5)
+
+    def cell(x, state):
+        c, h = state
+        z = rc.matmul(rc.concat([x, h], axis=1), rc.param("kernel", (I + 4, 8)))
+        i, f = rc.split(z, 2, axis=1)
+        c2 = rc.sigmoid(ln(f)) * c + rc.tanh(ln(i))
+        h2 = rc.tanh(ln(c2))
+        return h2, (c2, h2)
+
+    def fn(X, R):
+        out, st = rc.dynamic_rnn(rc.FunctionCell(cell, (4, 4), 4), X)
+        return rc.sum(out * R) + rc.sum(st[0])
+
+    m = rc.Model(fn, {"X": rc.Input((B, T, I)), "R": rc.Input((B, T, 4))}, dtype="f64")
+    rng = np.random.default_rng(2)
+    args = _args(m, rng, {"X": rng.standard_normal((B, T, I)),
+                          "R": rng.standard_normal((B, T, 4))})
+    res = check_stages(m.graph, args, "layer-norm cell forward")
+    scans = [n for n in res.graph.nodes if n.op is Op.SCAN]
+    assert scans and not any(n.op is Op.DIMSIZE for s in scans for n in s.attr("body").nodes)
+    gres = check_stages(grad_graph(m.graph, 0, m.graph.param_names + ["X"], preoptimize=True),
+                        args, "layer-norm cell gradient")
+    for n in _all_nodes(gres.graph):
+        if n.op is Op.SCAN:
+            assert not any(n2.op is Op.DIMSIZE for n2 in n.attr("body").nodes)
+            # no per-step scalar (a stacked [T] output) crosses from the forward to the backward
+            assert not any(n.inputs and len(i.shape) == 1 and i.shape[0] == T
+                           for i in n.inputs)
