@@ -324,7 +324,7 @@ def static_rnn(
         ctx.random_sites = sites_end
     # a hint for the reroll pass, which turns the T copies into one scan when they are the same
     # step (the traced graph keeps the copies)
-    current().unrolls.append(Unroll(tuple(inputs), tuple(states), tuple(outputs)))
+    ctx.unrolls.append(Unroll(tuple(inputs), tuple(states), tuple(outputs)))
     return outputs, unflatten(tree, flat)
 
 

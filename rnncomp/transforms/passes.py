@@ -538,22 +538,21 @@ def licm(g: Graph) -> Graph:
         p = _parts(s)
         # a size of a carry or a per-step input is the size of its initial value or of the
         # stacked input: the same at every step
+        order = toposort(p.body.outputs)
+        outer_of = {id(ph): (v, 0) for ph, v in zip(p.carries, p.init)}
+        outer_of.update({id(ph): (v, 1) for ph, v in zip(p.xs, p.X)})  # (leading time axis)
         sizes: dict[int, Node] = {}
-        for n in toposort(p.body.outputs):
-            if n.op is Op.DIMSIZE and n.inputs[0].op is Op.PLACEHOLDER:
-                ph, a = n.inputs[0], n.attr("axis")
-                for phs, outer, shift in ((p.carries, p.init, 0), (p.xs, p.X, 1)):
-                    at = [k for k, q in enumerate(phs) if q is ph]
-                    if at:
-                        sizes[id(n)] = ops.make(Op.DIMSIZE, outer[at[0]], axis=a + shift,
-                                                dtype=n.dtype)
+        for n in order:
+            if n.op is Op.DIMSIZE and id(n.inputs[0]) in outer_of:
+                v, shift = outer_of[id(n.inputs[0])]
+                sizes[id(n)] = ops.make(Op.DIMSIZE, v, axis=n.attr("axis") + shift,
+                                        dtype=n.dtype)
         if sizes:
             new_ph = {k: ops.placeholder((), v.dtype, role="inv") for k, v in sizes.items()}
             outputs = substitute(p.body.outputs, new_ph, ops.remake)
             invs = list(zip(p.invs, p.W)) + [(new_ph[k], sizes[k]) for k in sizes]
             new = _rebuild_scan(p, list(zip(p.xs, p.X)), invs, outputs, None)
             return {id(it): ops.item(new, it.attr("index")) for it in items}
-        order = toposort(p.body.outputs)
         dep = _depends(order, {id(x) for x in [p.t] + p.carries + p.xs})
         lift: list[Node] = []
         seen: set[int] = set()

@@ -87,15 +87,20 @@ def _cell_model(make, dynamic: bool):
                          "R": rc.Input((B, T, probe.output_size))}, dtype="f64")
 
 
-@pytest.mark.parametrize("dynamic", [True, False], ids=["dyn", "static"])
-@pytest.mark.parametrize("cell", list(CELLS))
-def test_passes_preserve_cells(cell, dynamic):
-    rng = np.random.default_rng(7)
+def _cell_case(cell: str, dynamic: bool, seed: int):
+    """The model of a built-in cell and its arguments (lengths [0, T, 2], perturbed params)."""
+    rng = np.random.default_rng(seed)
     m = _cell_model(CELLS[cell], dynamic)
     out_size = CELLS[cell]().output_size
     inputs = {"X": rng.standard_normal((B, T, I)), "L": np.array([0, T, 2], np.int32),
               "R": rng.standard_normal((B, T, out_size))}
-    args = _args(m, rng, inputs)
+    return m, _args(m, rng, inputs)
+
+
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dyn", "static"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_passes_preserve_cells(cell, dynamic):
+    m, args = _cell_case(cell, dynamic, seed=7)
     check_stages(m.graph, args, f"{cell} forward")
     wrt = m.graph.param_names + ["X"]
     for pre in (False, True):
@@ -109,27 +114,14 @@ def test_optimizing_an_optimized_graph_changes_nothing_it_computes(cell, dynamic
     """`rnncomp inspect --stage optimized --source cpu` compiles the optimized graph, so the
     pipeline runs again on FUSED nodes: it must keep their bodies as they are (fusing inside
     one made its results ITEMs, a ShapeError) and the results."""
-    rng = np.random.default_rng(3)
-    m = _cell_model(CELLS[cell], dynamic)
-    out_size = CELLS[cell]().output_size
-    inputs = {"X": rng.standard_normal((B, T, I)), "L": np.array([0, T, 2], np.int32),
-              "R": rng.standard_normal((B, T, out_size))}
-    args = _args(m, rng, inputs)
+    m, args = _cell_case(cell, dynamic, seed=3)
     for what, g in (("forward", m.graph),
                     ("gradient", grad_graph(m.graph, 0, m.graph.param_names + ["X"],
                                             preoptimize=True))):
         once = optimize(g, verify=True).graph
-        assert any(n.op is Op.FUSED for n in _all_nodes(once)), what
+        assert any(n.op is Op.FUSED for n in once.all_nodes()), what
         twice = optimize(once, verify=True).graph
         _assert_same(_run(twice, args), _run(g, args), f"{cell} {what} optimized twice")
-
-
-def _all_nodes(g: Graph):
-    for n in g.nodes:
-        yield n
-        body = n.attr("body")
-        if isinstance(body, Graph):
-            yield from _all_nodes(body)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +373,7 @@ def test_sizes_read_in_a_loop_body_leave_the_loop():
     assert scans and not any(n.op is Op.DIMSIZE for s in scans for n in s.attr("body").nodes)
     gres = check_stages(grad_graph(m.graph, 0, m.graph.param_names + ["X"], preoptimize=True),
                         args, "layer-norm cell gradient")
-    for n in _all_nodes(gres.graph):
+    for n in gres.graph.all_nodes():
         if n.op is Op.SCAN:
             assert not any(n2.op is Op.DIMSIZE for n2 in n.attr("body").nodes)
             # no per-step scalar (a stacked [T] output) crosses from the forward to the backward
